@@ -1,0 +1,31 @@
+# The verbs everyone runs the same way; .ci/run calls `make test` and `make lint`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= policies/exchanger.yaml
+
+.PHONY: serve test lint demo clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+serve: $(BIN)/.installed
+	$(BIN)/exchanger serve --config $(CONFIG)
+
+demo: $(BIN)/.installed
+	$(BIN)/exchanger demo
+
+test: $(BIN)/.installed
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage report
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check exchanger tests
+	$(BIN)/ruff format --check exchanger tests
+	$(BIN)/mypy --strict exchanger
+
+clean:
+	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache

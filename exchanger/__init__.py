@@ -1,0 +1,3 @@
+"""exchanger: an OIDC token-exchange gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from exchanger.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Real servers that stand in for the services exchanger talks to."""
