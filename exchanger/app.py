@@ -1,0 +1,266 @@
+"""The HTTP surface: routes, the one error handler, request ids, lifespan.
+
+Every exchange follows the same path, in the SPEC's precedence order:
+body size (413) → token (401) → request (400) → decision (403) → exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exchanger import audit, secrets
+from exchanger.config import Config
+from exchanger.errors import (
+    AccessDenied,
+    ExchangerError,
+    InvalidRequest,
+    MissingToken,
+    RequestTooLarge,
+)
+from exchanger.http import make_client
+from exchanger.identity import Identity
+from exchanger.jwks import IssuerKeys
+from exchanger.policy import Decision, Engine
+from exchanger.request import Request as Ask
+from exchanger.request import SecretRequest
+from exchanger.verify import Verifier
+
+log = logging.getLogger("exchanger")
+
+_REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+
+
+@dataclass
+class Gateway:
+    """Everything a request needs, built from one config."""
+
+    config: Config
+    engine: Engine
+    keys: dict[str, IssuerKeys]
+    verifier: Verifier
+    client: httpx.AsyncClient
+
+    @classmethod
+    def build(cls, config: Config, client: httpx.AsyncClient) -> Gateway:
+        keys = {i.issuer: IssuerKeys(i, client) for i in config.issuers}
+        return cls(config, Engine(config.policies), keys, Verifier(keys), client)
+
+    @property
+    def ready(self) -> bool:
+        return all(k.ready for k in self.keys.values())
+
+
+@dataclass
+class Exchange:
+    """One exchange in flight: what the audit line will say about it."""
+
+    endpoint: str
+    request_id: str
+    identity: Identity | None = None
+    ask: Ask | None = None
+    decision: Decision | None = None
+
+
+def create_app(config: Config) -> ASGIApp:
+    """The ASGI app for `config`; keys load in the background from startup."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with make_client() as client:
+            gateway = Gateway.build(config, client)
+            app.state.gateway = gateway
+            tasks = [asyncio.create_task(k.run()) for k in gateway.keys.values()]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/secrets/{name}", secret_object, methods=["GET"]),
+        Route("/secrets/{name}/{field}", secret_field, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ExchangerError: on_error, HTTPException: on_http_error},
+    )
+    return with_request_id(app)
+
+
+def with_request_id(app: ASGIApp) -> ASGIApp:
+    """Give every response an X-Request-Id and `Cache-Control: no-store`."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        extra = [(b"x-request-id", request_id.encode()), *_NO_STORE]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return wrapped
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if 0 < len(text) <= 128 and set(text) <= _REQUEST_ID_CHARS:
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def error_response(exc: ExchangerError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, exc.retry_after))
+    if isinstance(exc, MissingToken):
+        headers["WWW-Authenticate"] = 'Bearer realm="exchanger"'
+    elif exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="exchanger", error="invalid_token"'
+    return JSONResponse({"error": exc.code, "message": exc.message}, exc.status, headers)
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ExchangerError)
+    return error_response(exc)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    return JSONResponse(
+        {"error": code, "message": str(exc.detail).lower()}, exc.status_code, exc.headers
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    issuers = {name: keys.ready for name, keys in gateway.keys.items()}
+    ready = all(issuers.values())
+    body = {"status": "ready" if ready else "not ready", "issuers": issuers}
+    return JSONResponse(body, 200 if ready else 503)
+
+
+async def secret_object(request: Request) -> Response:
+    return await exchange(request, "secrets", _reveal_secret)
+
+
+async def secret_field(request: Request) -> Response:
+    return await exchange(request, "secrets", _reveal_secret)
+
+
+async def _reveal_secret(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
+    params = request.path_params
+    ask = SecretRequest(name=params["name"], field=params.get("field"))
+    ex.ask = ask
+    _decide(gateway, ex)
+    values = secrets.reveal(gateway.config.secrets, ask)
+    if ask.field is not None:
+        return PlainTextResponse(values[ask.field])
+    return JSONResponse(values)
+
+
+Handler = Callable[[Gateway, Request, bytes, Exchange], Awaitable[Response]]
+
+
+async def exchange(request: Request, endpoint: str, handler: Handler) -> Response:
+    """Run one exchange and write its audit line, whatever the outcome."""
+    started = time.perf_counter()
+    gateway: Gateway = request.app.state.gateway
+    ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
+    status = 500
+    try:
+        if request.url.query:
+            raise InvalidRequest("no query parameters are accepted; send tokens in headers")
+        body = await _read_body(request, gateway.config.server.max_body_bytes)
+        ex.identity = await gateway.verifier.verify(_bearer(request))
+        response = await handler(gateway, request, body, ex)
+        status = response.status_code
+        return response
+    except ExchangerError as exc:
+        status = exc.status
+        raise
+    finally:
+        audit.record(
+            request_id=ex.request_id,
+            endpoint=endpoint,
+            status=status,
+            policy=ex.decision.policy_name if ex.decision else None,
+            request=ex.ask.describe() if ex.ask else None,
+            identity=ex.identity,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+
+def _decide(gateway: Gateway, ex: Exchange) -> Decision:
+    assert ex.identity is not None and ex.ask is not None
+    ex.decision = gateway.engine.decide(ex.identity, ex.ask)
+    if not ex.decision.allowed:
+        raise AccessDenied()
+    return ex.decision
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise MissingToken()
+    return token
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON; empty means `{}`."""
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("the body is not valid JSON") from None

@@ -1,0 +1,221 @@
+"""The `exchanger` command: serve, check, explain, schema, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from exchanger import __version__
+from exchanger import config as config_module
+from exchanger.errors import ConfigError, InvalidRequest
+from exchanger.identity import Identity
+from exchanger.policy import Decision, Engine, PolicyTrace
+from exchanger.request import (
+    RUNNER_ACTIONS,
+    Request,
+    SecretRequest,
+    installation_request,
+    runner_request,
+)
+
+USAGE_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return USAGE_ERROR if args.command == "explain" else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exchanger", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"exchanger {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _config_argument(serve)
+    serve.add_argument("--host", help="bind address (env BIND; default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (env PORT; default 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", type=Path, help="… and this private key")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check", help="validate the config and every policy")
+    _config_argument(check)
+    check.set_defaults(run=_check)
+
+    explain = commands.add_parser("explain", help="dry-run a decision for a claims set")
+    _config_argument(explain)
+    explain.add_argument("--claims", type=Path, required=True, help="JSON file of claims")
+    what = explain.add_mutually_exclusive_group(required=True)
+    what.add_argument("--secret", metavar="NAME")
+    what.add_argument("--runner", metavar="ACTION[:SCOPE]")
+    what.add_argument("--installation", metavar="JSON_BODY")
+    explain.set_defaults(run=_explain)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.set_defaults(run=_schema)
+
+    demo = commands.add_parser("demo", help="a self-contained tour on loopback")
+    demo.add_argument("--config", type=Path, default=Path("policies/exchanger.yaml"))
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("EXCHANGER_CONFIG"),
+        required="EXCHANGER_CONFIG" not in os.environ,
+        help="config file (env EXCHANGER_CONFIG)",
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = config_module.load(args.config)
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    print(config.summary())
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from exchanger.schema import SCHEMA
+
+    print(json.dumps(SCHEMA, indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = config_module.load(args.config)
+    configure_logging()
+    for warning in config.warnings:
+        logging.getLogger("exchanger").warning("%s", warning)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("exchanger: --tls-cert and --tls-key go together", file=sys.stderr)
+        return USAGE_ERROR
+    os.environ["EXCHANGER_CONFIG"] = str(args.config)  # for worker processes
+    uvicorn.run(
+        "exchanger.cli:app_factory",
+        factory=True,
+        host=args.host or config.server.host,
+        port=args.port or config.server.port,
+        workers=args.workers,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def app_factory() -> Any:
+    """Build the app in each uvicorn worker from EXCHANGER_CONFIG."""
+    from exchanger.app import create_app
+
+    configure_logging()
+    return create_app(config_module.load(os.environ["EXCHANGER_CONFIG"]))
+
+
+def configure_logging() -> None:
+    """Operational logs to stderr; audit lines to stdout; HTTP clients quiet."""
+    from exchanger import audit
+
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    audit.configure()
+
+
+def _explain(args: argparse.Namespace) -> int:
+    config = config_module.load(args.config)
+    try:
+        claims = json.loads(args.claims.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"exchanger: cannot read claims: {exc.__class__.__name__}", file=sys.stderr)
+        return USAGE_ERROR
+    if not isinstance(claims, dict):
+        print("exchanger: the claims file must hold a JSON object", file=sys.stderr)
+        return USAGE_ERROR
+    identity = Identity(issuer=str(claims.get("iss", "")), claims=claims)
+    try:
+        request = _explain_request(args, identity)
+    except InvalidRequest as exc:
+        print(f"exchanger: {exc.message}", file=sys.stderr)
+        return USAGE_ERROR
+    decision = Engine(config.policies).decide(identity, request, explain=True)
+    print(render_explanation(decision, request))
+    return 0 if decision.allowed else 1
+
+
+def _explain_request(args: argparse.Namespace, identity: Identity) -> Request:
+    if args.secret is not None:
+        return SecretRequest(name=args.secret)
+    if args.runner is not None:
+        action, _, scope = args.runner.partition(":")
+        if action not in RUNNER_ACTIONS:
+            raise InvalidRequest(f"runner action must be one of {', '.join(RUNNER_ACTIONS)}")
+        body = {"scope": scope} if scope else {}
+        return runner_request(action, body, identity.text("repository"))  # type: ignore[arg-type]
+    try:
+        body = json.loads(args.installation)
+    except ValueError:
+        raise InvalidRequest("--installation takes a JSON object") from None
+    return installation_request(body, identity.text("repository_owner"))
+
+
+def render_explanation(decision: Decision, request: Request) -> str:
+    verdict = "allow" if decision.allowed else "deny"
+    lines = [
+        f"decision: {verdict}",
+        f"request: {json.dumps(request.describe(), sort_keys=True)}",
+        f"deciding policy: {decision.policy_name or '(none: default deny)'}",
+    ]
+    for trace in decision.trace:
+        lines.extend(_trace_lines(trace, decision))
+    return "\n".join(lines)
+
+
+def _trace_lines(trace: PolicyTrace, decision: Decision) -> list[str]:
+    if not trace.matched:
+        outcome = "claims do not match"
+    elif trace.covers:
+        outcome = "matches and covers the request"
+        if decision.policy_name == trace.name:
+            outcome += " (decides)"
+    else:
+        outcome = "matches but its grants do not cover the request"
+    lines = [f"policy {trace.name!r} ({trace.effect}): {outcome}"]
+    for check in trace.checks:
+        mark = "ok " if check.matched else "no "
+        value = "<missing or not comparable>" if check.value is None else repr(check.value)
+        lines.append(f"  {mark} {check.claim} = {value}; wants any of {list(check.patterns)}")
+    return lines
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from exchanger.demo import run_demo
+
+    return run_demo(args.config)

@@ -1,0 +1,430 @@
+"""The configuration file, parsed once into typed, immutable objects.
+
+`load()` reads the YAML file, the policy files it globs, the secret sources
+it names and the environment overlays the SPEC lists; every problem is
+reported as `FILE:LINE: message` in one `ConfigError`. Nothing else in the
+package reads the environment or touches raw YAML.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from exchanger import policy_config, yamlsource
+from exchanger.errors import ConfigError
+from exchanger.patterns import Pattern, PatternError
+from exchanger.policy_config import Policy
+from exchanger.yamlsource import Problems, Section, YamlError, YList, YMap
+
+#: Asymmetric JWS algorithms an issuer may be configured with. HMAC and
+#: `none` are absent on purpose: a public key must never act as a secret.
+SIGNING_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+
+_TOP_KEYS = frozenset(
+    {"server", "issuers", "github", "runner_scopes", "secrets", "policies", "policy_files"}
+)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value; its repr names where it came from, never what it is."""
+
+    value: str = field(repr=False)
+    origin: str
+
+    def __repr__(self) -> str:
+        return f"Secret(<{self.origin}>)"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_body_bytes: int = 65536
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container listens on all interfaces
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    issuer: str
+    audiences: frozenset[str]
+    jwks_uri: str | None = None
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway_seconds: int = 30
+    max_lifetime_seconds: int = 21600
+
+
+@dataclass(frozen=True)
+class GitHubAppConfig:
+    id: int
+    private_key: Secret
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    api_url: str = "https://api.github.com"
+    timeout_seconds: float = 10.0
+    app: GitHubAppConfig | None = None
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ScopeGuard:
+    """The global guard on runner scopes: deny wins; with an allow list, only it."""
+
+    allow: tuple[Pattern, ...] | None = None
+    deny: tuple[Pattern, ...] = ()
+
+    def permits(self, scope: str) -> bool:
+        if any(p.matches(scope) for p in self.deny):
+            return False
+        return self.allow is None or any(p.matches(scope) for p in self.allow)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    server: ServerConfig
+    issuers: tuple[IssuerConfig, ...]
+    github: GitHubConfig | None
+    runner_scopes: ScopeGuard
+    secrets: Mapping[str, Mapping[str, Secret]]
+    policies: tuple[Policy, ...]
+    warnings: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        return (
+            f"{self.path}: ok: {len(self.issuers)} issuer(s), {len(self.policies)} "
+            f"polic{'y' if len(self.policies) == 1 else 'ies'}, {len(self.secrets)} secret(s)"
+        )
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config at `path`; raise ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    path = Path(path)
+    problems = Problems()
+    where = str(path)
+    try:
+        data = load_yaml_mapping(path)
+    except YamlError as exc:
+        raise ConfigError([f"{where}:{exc.line}: {exc}"]) from None
+    root = Section(data, where, problems)
+    root.only(_TOP_KEYS)
+    server = _server(root, env)
+    issuers = _issuers(root)
+    origin = _Origin(path.parent, env)
+    github = _github(root, origin)
+    guard = _scope_guard(root, env)
+    secrets = _secrets(root, origin)
+    context = policy_config.Context(
+        base=path.parent,
+        github_app=github is not None and github.app is not None,
+        secret_names=frozenset(secrets),
+        issuer_count=len(issuers),
+    )
+    policies = policy_config.load_policies(root, context)
+    if problems.errors:
+        raise ConfigError(problems.errors)
+    return Config(
+        path=path,
+        server=server,
+        issuers=issuers,
+        github=github,
+        runner_scopes=guard,
+        secrets=secrets,
+        policies=policies,
+        warnings=tuple(problems.warnings),
+    )
+
+
+def load_yaml_mapping(path: Path) -> YMap:
+    """A YAML file that must hold a mapping at its top."""
+    data = yamlsource.load(path)
+    if not isinstance(data, YMap):
+        raise YamlError("the file must hold a mapping", 1)
+    return data
+
+
+def _server(root: Section, env: Mapping[str, str]) -> ServerConfig:
+    section = root.sub("server")
+    max_body = 65536
+    if section is not None:
+        section.only(frozenset({"max_body_bytes"}))
+        max_body = section.integer("max_body_bytes", 1024, 16 << 20, max_body)
+    host = env.get("BIND") or ServerConfig.host
+    port = ServerConfig.port
+    if env.get("PORT"):
+        try:
+            port = int(env["PORT"])
+        except ValueError:
+            port = -1
+        if not 0 < port < 65536:
+            root.problems.error(root.file, 0, "env PORT: must be a port number")
+            port = ServerConfig.port
+    return ServerConfig(max_body_bytes=max_body, host=host, port=port)
+
+
+_ISSUER_KEYS = frozenset(
+    {"issuer", "audiences", "jwks_uri", "algorithms", "leeway_seconds", "max_lifetime_seconds"}
+)
+
+
+def _issuers(root: Section) -> tuple[IssuerConfig, ...]:
+    items = root.get("issuers", YList, required=True)
+    if items is None:
+        return ()
+    if not items:
+        root.error("issuers", "at least one issuer is required")
+    out: list[IssuerConfig] = []
+    for item, line in zip(items, items.lines, strict=True):
+        if not isinstance(item, YMap):
+            root.problems.error(root.file, line, "issuers: each issuer must be a mapping")
+            continue
+        issuer = _issuer(Section(item, root.file, root.problems, "issuers[]"))
+        if issuer is None:
+            continue
+        if any(seen.issuer == issuer.issuer for seen in out):
+            root.problems.error(root.file, line, f"issuer {issuer.issuer!r} is configured twice")
+        out.append(issuer)
+    return tuple(out)
+
+
+def _issuer(section: Section) -> IssuerConfig | None:
+    section.only(_ISSUER_KEYS)
+    issuer = section.get("issuer", str, required=True)
+    if issuer is not None and not _is_https_url(issuer):
+        section.error("issuer", "must be an https:// URL")
+    audiences = section.strings("audiences", required=True) or []
+    for audience, line in audiences:
+        if audience.startswith("https://github.com/") or audience.startswith("https://github.com:"):
+            section.problems.warn(
+                section.file,
+                line,
+                f"audience {audience!r} looks like GitHub's default audience, which anyone "
+                "in that organisation can obtain; use an audience only this gateway accepts",
+            )
+    jwks_uri = section.get("jwks_uri", str)
+    if jwks_uri is not None and not _is_https_url(jwks_uri):
+        section.error("jwks_uri", "must be an https:// URL")
+    algorithms = section.strings("algorithms") or [("RS256", 0)]
+    for name, line in algorithms:
+        if name not in SIGNING_ALGORITHMS:
+            section.problems.error(
+                section.file,
+                line,
+                f"algorithm {name!r} is not allowed (choose from "
+                f"{', '.join(sorted(SIGNING_ALGORITHMS))})",
+            )
+    leeway = section.integer("leeway_seconds", 0, 300, IssuerConfig.leeway_seconds)
+    lifetime = section.integer("max_lifetime_seconds", 1, 7 * 86400, 21600)
+    if issuer is None or not audiences:
+        return None
+    return IssuerConfig(
+        issuer=issuer,
+        audiences=frozenset(a for a, _ in audiences),
+        jwks_uri=jwks_uri,
+        algorithms=tuple(dict.fromkeys(a for a, _ in algorithms)),
+        leeway_seconds=leeway,
+        max_lifetime_seconds=lifetime,
+    )
+
+
+def _is_https_url(value: str) -> bool:
+    rest = value[len("https://") :] if value.startswith("https://") else ""
+    host = rest.split("/", 1)[0]
+    return bool(host) and "@" not in host and not any(c.isspace() for c in value)
+
+
+_GITHUB_KEYS = frozenset({"api_url", "timeout_seconds", "app", "token"})
+_APP_KEYS = frozenset({"id", "private_key", "installation_id"})
+
+
+def _github(root: Section, origin: _Origin) -> GitHubConfig | None:
+    env = origin.env
+    section = root.sub("github")
+    overlays = ("GITHUB_API_URL", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_TOKEN")
+    if section is None and not any(env.get(name) for name in overlays):
+        return None
+    if section is None:
+        empty = YMap()
+        empty.line, empty.lines = 0, {}
+        section = Section(empty, root.file, root.problems, "github")
+    section.only(_GITHUB_KEYS)
+    api_url = env.get("GITHUB_API_URL") or section.get("api_url", str) or GitHubConfig.api_url
+    if not _is_https_url(api_url):
+        section.error("api_url", "must be an https:// URL")
+    timeout = section.get("timeout_seconds", (int, float))
+    if timeout is not None and not 0 < timeout <= 120:
+        section.error("timeout_seconds", "must be between 0 and 120")
+    app = _github_app(section, origin)
+    token = _env_secret(env, "GITHUB_TOKEN") or _source(section, "token", origin, "github.token")
+    if app is not None and token is not None:
+        section.error(None, "configure either a GitHub App (app) or a token, not both")
+    if app is None and token is None:
+        section.error(None, "needs a GitHub App (app) or a token")
+    return GitHubConfig(
+        api_url=api_url.rstrip("/"),
+        timeout_seconds=float(timeout or GitHubConfig.timeout_seconds),
+        app=app,
+        token=token,
+    )
+
+
+def _github_app(section: Section, origin: _Origin) -> GitHubAppConfig | None:
+    env = origin.env
+    app = section.sub("app")
+    if app is None and not (env.get("GITHUB_APP_ID") or env.get("GITHUB_APP_PRIVATE_KEY")):
+        return None
+    if app is not None:
+        app.only(_APP_KEYS)
+    app_id = _env_int(section, env, "GITHUB_APP_ID")
+    if app_id is None and app is not None:
+        app_id = app.get("id", int, required=True)
+    installation_id = _env_int(section, env, "GITHUB_APP_INSTALLATION_ID")
+    if installation_id is None and app is not None:
+        installation_id = app.get("installation_id", int)
+    key = _env_secret(env, "GITHUB_APP_PRIVATE_KEY")
+    if key is None and app is not None:
+        key = _source(app, "private_key", origin, "github.app.private_key", required=True)
+    if app_id is None or key is None:
+        if app is None:
+            section.error("app", "GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY must be set together")
+        return None
+    if "-----BEGIN" not in key.value:
+        section.error("app", "private_key is not a PEM-encoded key")
+    return GitHubAppConfig(id=app_id, private_key=key, installation_id=installation_id)
+
+
+def _env_int(section: Section, env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit():
+        section.problems.error(section.file, 0, f"env {name}: must be a positive integer")
+        return None
+    return int(raw)
+
+
+def _env_secret(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = env.get(name)
+    return Secret(raw, f"env {name}") if raw else None
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where relative secret files and `{env: …}` sources resolve."""
+
+    base: Path
+    env: Mapping[str, str]
+
+
+def _source(
+    section: Section, key: str, origin: _Origin, what: str, *, required: bool = False
+) -> Secret | None:
+    """Resolve a `{value|env|file}` source; errors name the secret and source, never a value."""
+    spec = section.sub(key, required=required)
+    if spec is None:
+        return None
+    kinds = [k for k in ("value", "env", "file") if k in spec.data]
+    spec.only(frozenset({"value", "env", "file"}))
+    if len(kinds) != 1:
+        spec.error(None, "must have exactly one of value, env, file")
+        return None
+    kind = kinds[0]
+    ref = spec.get(kind, str, required=True)
+    if ref is None:
+        return None
+    if kind == "value":
+        return Secret(ref, f"{what}: inline value")
+    if kind == "env":
+        value = origin.env.get(ref)
+        if value is None:
+            spec.error(kind, f"{what}: environment variable {ref} is not set")
+            return None
+        return Secret(value, f"{what}: env {ref}")
+    file = origin.base / ref
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        spec.error(kind, f"{what}: cannot read file {ref} ({exc.__class__.__name__})")
+        return None
+    return Secret(_strip_newline(text), f"{what}: file {ref}")
+
+
+def _strip_newline(text: str) -> str:
+    """One trailing newline (`\\n` or `\\r\\n`) is the file's, not the secret's."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _secrets(root: Section, origin: _Origin) -> Mapping[str, Mapping[str, Secret]]:
+    section = root.sub("secrets")
+    if section is None:
+        return MappingProxyType({})
+    out: dict[str, Mapping[str, Secret]] = {}
+    for name in section.data:
+        if not _is_name(name):
+            section.error(name, "secret names use letters, digits, '.', '_' and '-'")
+            continue
+        fields = section.sub(name, required=True)
+        if fields is None:
+            continue
+        if not fields.data:
+            section.error(name, "a secret needs at least one field")
+        values: dict[str, Secret] = {}
+        for field_name in fields.data:
+            if not _is_name(field_name):
+                fields.error(field_name, "field names use letters, digits, '.', '_' and '-'")
+                continue
+            value = _source(fields, field_name, origin, f"secret {name}.{field_name}")
+            if value is not None:
+                values[field_name] = value
+        out[name] = MappingProxyType(values)
+    return MappingProxyType(out)
+
+
+def _is_name(name: str) -> bool:
+    return 0 < len(name) <= 128 and set(name) <= _NAME_CHARS
+
+
+def _scope_guard(root: Section, env: Mapping[str, str]) -> ScopeGuard:
+    """The `runner_scopes` guard; env ALLOWED_SCOPES/DENIED_SCOPES replace its lists."""
+    section = root.sub("runner_scopes")
+    if section is not None:
+        section.only(frozenset({"allow", "deny"}))
+    lists: dict[str, list[tuple[str, int]] | None] = {}
+    for key, var in (("allow", "ALLOWED_SCOPES"), ("deny", "DENIED_SCOPES")):
+        if var in env and env[var].strip():
+            lists[key] = [(item.strip(), 0) for item in env[var].split(";") if item.strip()]
+        else:
+            lists[key] = section.strings(key) if section is not None else None
+    compiled: dict[str, tuple[Pattern, ...] | None] = {}
+    for key, entries in lists.items():
+        if entries is None:
+            compiled[key] = None
+            continue
+        patterns = []
+        for source, line in entries:
+            try:
+                patterns.append(Pattern.compile(source, fold=True))
+            except PatternError as exc:
+                root.problems.error(root.file, line, f"runner_scopes.{key}: {exc}")
+                continue
+            if patterns[-1].regex is not None and any(ch.isupper() for ch in source):
+                root.problems.warn(
+                    root.file,
+                    line,
+                    f"runner_scopes.{key}: {source!r} has upper-case "
+                    "letters, but requested scopes are lower-cased before matching",
+                )
+        compiled[key] = tuple(patterns)
+    return ScopeGuard(allow=compiled["allow"], deny=compiled["deny"] or ())

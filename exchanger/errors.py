@@ -1,0 +1,83 @@
+"""One exception family; `app` maps it to HTTP in exactly one place.
+
+Each error carries a stable `code`, an HTTP `status` and a client-facing
+`message` that is fixed and safe: it never holds a token, a secret value, a
+private key or an upstream body. Details for operators go to the log.
+"""
+
+from __future__ import annotations
+
+
+class ExchangerError(Exception):
+    """Base of every error the gateway answers with."""
+
+    status: int = 500
+    code: str = "internal_error"
+    default_message: str = "internal error"
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class InvalidRequest(ExchangerError):
+    status = 400
+    code = "invalid_request"
+    default_message = "invalid request"
+
+
+class InvalidToken(ExchangerError):
+    status = 401
+    code = "invalid_token"
+    default_message = "invalid token"
+
+
+class MissingToken(InvalidToken):
+    """No bearer token at all: RFC 6750 §3.1 says the challenge then names no error."""
+
+    default_message = "missing bearer token"
+
+
+class AccessDenied(ExchangerError):
+    status = 403
+    code = "access_denied"
+    default_message = "no policy allows this request"
+
+
+class Conflict(ExchangerError):
+    status = 409
+    code = "conflict"
+    default_message = "conflict"
+
+
+class RequestTooLarge(ExchangerError):
+    status = 413
+    code = "request_too_large"
+    default_message = "request body too large"
+
+
+class RateLimited(ExchangerError):
+    status = 429
+    code = "rate_limited"
+    default_message = "rate limited"
+
+
+class UpstreamError(ExchangerError):
+    status = 502
+    code = "upstream_error"
+    default_message = "upstream error"
+
+
+class UpstreamUnavailable(ExchangerError):
+    status = 503
+    code = "upstream_unavailable"
+    default_message = "upstream unavailable"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` are `FILE:LINE: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))

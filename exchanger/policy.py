@@ -1,0 +1,218 @@
+"""The decision: may this verified identity have what it asks for?
+
+A request is allowed iff no matching `deny` policy covers it and at least one
+matching `allow` policy covers the whole request on its own; grants of
+different policies are never merged. The first covering allow policy in file
+order supplies the defaults (repositories, permissions, labels…). No policy,
+no exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from exchanger.identity import Identity
+from exchanger.patterns import ascii_lower, claim_text
+from exchanger.permissions import covers as level_covers
+from exchanger.policy_config import InstallationGrant, NamePattern, Policy, RunnerGrant
+from exchanger.request import (
+    InstallationRequest,
+    Request,
+    RunnerRequest,
+    SecretRequest,
+    scope_kind,
+)
+
+DEFAULT_LABELS = ("self-hosted",)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerTerms:
+    """What a covering runner grant allows for this request, defaults filled in."""
+
+    runner_group: str | None  # None: GitHub's default group (id 1)
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationTerms:
+    owner: str
+    repositories: tuple[str, ...] | None  # bare names; None: all the installation reaches
+    permissions: Mapping[str, str]
+
+
+Terms = RunnerTerms | InstallationTerms | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimCheck:
+    claim: str
+    value: str | None  # the compared text; None when missing or of a non-comparable type
+    matched: bool
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTrace:
+    """Why one policy did or did not take part in a decision (for `explain`)."""
+
+    name: str
+    effect: str
+    checks: tuple[ClaimCheck, ...]
+    matched: bool
+    covers: bool | None  # None when the claims did not match
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    policy: Policy | None
+    terms: Terms = None
+    trace: tuple[PolicyTrace, ...] = field(default=())
+
+    @property
+    def policy_name(self) -> str | None:
+        return None if self.policy is None else self.policy.name
+
+
+class Engine:
+    """Policies compiled for deciding; built once per config load."""
+
+    def __init__(self, policies: tuple[Policy, ...]) -> None:
+        self.policies = policies
+
+    def decide(self, identity: Identity, request: Request, *, explain: bool = False) -> Decision:
+        """Judge `request`; with `explain`, also record why each policy did what it did."""
+        claims = identity.claims
+        allowed: tuple[Policy, Terms] | None = None
+        denied: Policy | None = None
+        trace: list[PolicyTrace] = []
+        for policy in self.policies:
+            matched = policy.matches(claims)
+            coverage = _coverage(policy, claims, request) if matched else None
+            if explain:
+                trace.append(_trace(policy, claims, matched, coverage is not None))
+            if coverage is None:
+                continue
+            if policy.effect == "deny":
+                denied = policy
+                if not explain:
+                    break
+            elif allowed is None:
+                allowed = (policy, coverage[0])
+        if denied is not None:
+            return Decision(False, denied, None, tuple(trace))
+        if allowed is None:
+            return Decision(False, None, None, tuple(trace))
+        return Decision(True, allowed[0], allowed[1], tuple(trace))
+
+
+def _coverage(policy: Policy, claims: Mapping[str, Any], request: Request) -> tuple[Terms] | None:
+    """`(terms,)` when the policy's grants cover the whole request, else None."""
+    grants = policy.grants
+    if grants.empty:
+        return (None,)  # a deny policy without grants covers everything
+    if isinstance(request, SecretRequest):
+        if grants.secrets is not None and _any_match(grants.secrets, claims, request.name):
+            return (None,)
+        return None
+    if isinstance(request, RunnerRequest):
+        runner = grants.runner
+        return None if runner is None else _runner_terms(runner, claims, request)
+    installation = grants.installation
+    return None if installation is None else _installation_terms(installation, claims, request)
+
+
+def _any_match(patterns: tuple[NamePattern, ...], claims: Mapping[str, Any], name: str) -> bool:
+    for entry in patterns:
+        pattern = entry.bind(claims)
+        if pattern is not None and pattern.matches(name):
+            return True
+    return False
+
+
+def _runner_terms(
+    grant: RunnerGrant, claims: Mapping[str, Any], request: RunnerRequest
+) -> tuple[Terms] | None:
+    if request.action not in grant.actions:
+        return None
+    if any(entry.bind(claims) is None for entry in grant.scopes):
+        return None  # a placeholder without a value voids the whole runner grant
+    if not _any_match(grant.scopes, claims, request.scope):
+        return None
+    group = request.runner_group
+    if scope_kind(request.scope) == "repository":
+        group = None  # repository runners always join the default group
+    elif group is None:
+        group = grant.runner_groups[0] if grant.runner_groups else None
+    elif grant.runner_groups is None or group not in grant.runner_groups:
+        return None
+    labels = request.labels
+    if labels is None:
+        labels = grant.labels or DEFAULT_LABELS
+    elif grant.labels is not None and not set(labels) <= set(grant.labels):
+        return None
+    return (RunnerTerms(runner_group=group, labels=labels),)
+
+
+def _installation_terms(
+    grant: InstallationGrant, claims: Mapping[str, Any], request: InstallationRequest
+) -> tuple[Terms] | None:
+    owner = grant.owner.render(claims)
+    if owner is None or ascii_lower(owner) != request.owner:
+        return None
+    granted = _granted_repositories(grant, claims, request.owner)
+    if granted is False or granted == ():
+        return None  # never send GitHub an empty list: it would mean "all"
+    wanted = request.repositories
+    if wanted is None:
+        repositories = granted
+    elif wanted == "*":
+        if granted is not None:
+            return None
+        repositories = None
+    elif granted is None or set(wanted) <= set(granted):
+        repositories = wanted
+    else:
+        return None
+    permissions = request.permissions
+    if permissions is None:
+        permissions = grant.permissions
+    elif not all(
+        name in grant.permissions and level_covers(grant.permissions[name], level)
+        for name, level in permissions.items()
+    ):
+        return None
+    return (InstallationTerms(request.owner, repositories, permissions),)
+
+
+def _granted_repositories(
+    grant: InstallationGrant, claims: Mapping[str, Any], owner: str
+) -> tuple[str, ...] | Literal[False] | None:
+    """Bare names the grant allows under `owner`; None for all; False when it voids."""
+    if grant.repositories is None:
+        return None
+    names: dict[str, None] = {}
+    for template in grant.repositories:
+        rendered = template.render(claims)
+        if rendered is None:
+            return False
+        repo_owner, slash, bare = ascii_lower(rendered).rpartition("/")
+        if not slash or repo_owner == owner:
+            names[bare] = None
+    return tuple(names)
+
+
+def _trace(policy: Policy, claims: Mapping[str, Any], matched: bool, covered: bool) -> PolicyTrace:
+    checks = tuple(
+        ClaimCheck(
+            claim=rule.claim,
+            value=claim_text(claims.get(rule.claim)),
+            matched=rule.matches(claims),
+            patterns=tuple(p.source for p in rule.patterns),
+        )
+        for rule in policy.claims
+    )
+    return PolicyTrace(policy.name, policy.effect, checks, matched, covered if matched else None)

@@ -1,0 +1,392 @@
+"""Policies as data: parsed from the config (inline and `policy_files`), compiled once.
+
+Every `match:` pattern is compiled here, so a bad one is a config error that
+names the policy and the pattern; `check`'s policy warnings are raised here
+too, while the YAML lines are still at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import re2
+
+from exchanger import yamlsource
+from exchanger.patterns import (
+    CASE_INSENSITIVE_CLAIMS,
+    REGEX_PREFIX,
+    NamePattern,
+    Pattern,
+    PatternError,
+    Template,
+    claim_text,
+)
+from exchanger.permissions import PERMISSIONS
+from exchanger.request import ENTERPRISE_PREFIX, MAX_LABELS, RUNNER_ACTIONS, scope_kind
+from exchanger.yamlsource import Problems, Section, YamlError, YList, YMap
+
+Effect = Literal["allow", "deny"]
+
+_POLICY_KEYS = frozenset({"name", "effect", "claims", "grants"})
+_GRANT_KEYS = frozenset({"secrets", "runner", "installation"})
+_RUNNER_KEYS = frozenset({"scopes", "actions", "runner_groups", "labels"})
+_INSTALLATION_KEYS = frozenset({"owner", "repositories", "permissions"})
+_ID_FOR = {"repository": "repository_id", "repository_owner": "repository_owner_id"}
+# A regex on an owner or repository is safe only when a literal owner leads it.
+_ANCHORED = {
+    "repository": re2.compile(r"\(?(?:\?:)?[A-Za-z0-9-]+(?:\|[A-Za-z0-9-]+)*\)?/.*"),
+    "repository_owner": re2.compile(r"\(?(?:\?:)?[A-Za-z0-9-]+(?:\|[A-Za-z0-9-]+)*\)?"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRule:
+    """One claim and the patterns of which at least one must match it."""
+
+    claim: str
+    patterns: tuple[Pattern, ...]
+
+    def matches(self, claims: Mapping[str, Any]) -> bool:
+        text = claim_text(claims.get(self.claim))
+        return text is not None and any(p.matches(text) for p in self.patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerGrant:
+    scopes: tuple[NamePattern, ...]
+    actions: frozenset[str]
+    runner_groups: tuple[str, ...] | None
+    labels: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationGrant:
+    owner: Template
+    repositories: tuple[Template, ...] | None  # None: every repository the installation reaches
+    permissions: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    secrets: tuple[NamePattern, ...] | None = None
+    runner: RunnerGrant | None = None
+    installation: InstallationGrant | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.secrets is None and self.runner is None and self.installation is None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    effect: Effect
+    claims: tuple[ClaimRule, ...]
+    grants: Grants
+    location: str  # FILE:LINE of the policy, for operators
+
+    def matches(self, claims: Mapping[str, Any]) -> bool:
+        return all(rule.matches(claims) for rule in self.claims)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What policy parsing needs to know about the rest of the config."""
+
+    base: Path
+    github_app: bool
+    secret_names: frozenset[str]
+    issuer_count: int
+
+
+def load_policies(root: Section, context: Context) -> tuple[Policy, ...]:
+    """Inline `policies` first, then each `policy_files` match in sorted order."""
+    policies: list[Policy] = []
+    inline = root.get("policies", YList)
+    if inline is not None:
+        policies.extend(_policy_list(inline, root.file, root.problems, context))
+    for pattern, line in root.strings("policy_files") or []:
+        files = sorted(context.base.glob(pattern))
+        if not files:
+            root.problems.warn(root.file, line, f"policy_files: {pattern!r} matches no file")
+        for path in files:
+            policies.extend(_policy_file(path, root, context))
+    seen: dict[str, str] = {}
+    for policy in policies:
+        if policy.name in seen:
+            file, _, line = policy.location.rpartition(":")
+            root.problems.error(
+                file,
+                int(line),
+                f"policy name {policy.name!r} is already used at {seen[policy.name]}",
+            )
+        seen.setdefault(policy.name, policy.location)
+    return tuple(policies)
+
+
+def _policy_file(path: Path, root: Section, context: Context) -> list[Policy]:
+    try:
+        data = yamlsource.load(path)
+    except YamlError as exc:
+        root.problems.error(str(path), exc.line, str(exc))
+        return []
+    if not isinstance(data, YList):
+        root.problems.error(str(path), 1, "a policy file holds a list of policies")
+        return []
+    return _policy_list(data, str(path), root.problems, context)
+
+
+def _policy_list(items: YList, file: str, problems: Problems, context: Context) -> list[Policy]:
+    out = []
+    for item, line in zip(items, items.lines, strict=True):
+        if not isinstance(item, YMap):
+            problems.error(file, line, "each policy must be a mapping")
+            continue
+        policy = _policy(Section(item, file, problems, "policy"), context)
+        if policy is not None:
+            out.append(policy)
+    return out
+
+
+def _policy(section: Section, context: Context) -> Policy | None:
+    section.only(_POLICY_KEYS)
+    name = section.get("name", str, required=True)
+    if name is not None:
+        section.path = f"policy {name!r}"
+    effect = section.get("effect", str) or "allow"
+    if effect not in ("allow", "deny"):
+        section.error("effect", "must be 'allow' or 'deny'")
+    claims = _claims(section, context)
+    grants = _grants(section, context)
+    if effect == "allow" and grants is not None and grants.empty:
+        section.error("grants", "an allow policy must grant something")
+    if name is None or not name or claims is None or grants is None:
+        return None
+    return Policy(
+        name=name,
+        effect="deny" if effect == "deny" else "allow",
+        claims=claims,
+        grants=grants,
+        location=f"{section.file}:{section.line()}",
+    )
+
+
+def _claims(section: Section, context: Context) -> tuple[ClaimRule, ...] | None:
+    claims = section.sub("claims", required=True)
+    if claims is None:
+        return None
+    if not claims.data:
+        section.error("claims", "must not be empty: a policy never matches everything")
+        return None
+    rules = []
+    for claim, raw in claims.data.items():
+        patterns = _claim_patterns(claims, claim, raw)
+        if patterns is not None:
+            rules.append(ClaimRule(claim, patterns))
+    names = set(claims.data)
+    for claim, id_claim in _ID_FOR.items():
+        if claim in names and id_claim not in names:
+            claims.warn(
+                claim,
+                f"{section.path} matches {claim} by name without {id_claim}; names can be "
+                f"renamed and re-registered, ids cannot: add {id_claim}",
+            )
+    if context.issuer_count > 1 and "iss" not in names:
+        section.warn(
+            "claims",
+            f"{section.path} does not pin iss while several issuers are configured; "
+            "ids are unique only within one issuer",
+        )
+    return tuple(rules)
+
+
+def _claim_patterns(section: Section, claim: str, raw: Any) -> tuple[Pattern, ...] | None:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        section.error(claim, "needs at least one pattern")
+        return None
+    patterns = []
+    for item in items:
+        text = _yaml_scalar_text(item)
+        if text is None:
+            section.error(claim, "patterns must be strings, integers or booleans")
+            continue
+        try:
+            pattern = Pattern.compile(text, fold=claim in CASE_INSENSITIVE_CLAIMS)
+        except PatternError as exc:
+            section.error(claim, str(exc))
+            continue
+        anchor = _ANCHORED.get(claim)
+        if anchor is not None and pattern.regex is not None:
+            if anchor.fullmatch(text[len(REGEX_PREFIX) :]) is None:
+                section.warn(
+                    claim,
+                    f"{section.path}: {text!r} is not anchored to a literal owner; "
+                    "anyone could create a matching account",
+                )
+        patterns.append(pattern)
+    return tuple(patterns) if len(patterns) == len(items) else None
+
+
+def _yaml_scalar_text(value: Any) -> str | None:
+    """YAML integers and booleans compare as the text GitHub would send."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, bool | int):
+        return claim_text(value)
+    return None
+
+
+def _grants(section: Section, context: Context) -> Grants | None:
+    grants = section.sub("grants")
+    if grants is None:
+        return None if "grants" in section.data else Grants()
+    grants.only(_GRANT_KEYS)
+    secrets = _secret_grant(grants, context)
+    runner = _runner_grant(grants, context)
+    installation = _installation_grant(grants)
+    if section.problems.errors and any(
+        k in grants.data and v is None
+        for k, v in (("secrets", secrets), ("runner", runner), ("installation", installation))
+    ):
+        return None
+    return Grants(secrets=secrets, runner=runner, installation=installation)
+
+
+def _name_patterns(
+    section: Section, key: str, *, fold: bool
+) -> list[tuple[NamePattern, int]] | None:
+    entries = section.strings(key, required=True)
+    if entries is None:
+        return None
+    out = []
+    for source, line in entries:
+        try:
+            out.append((NamePattern.compile(source, fold=fold), line))
+        except PatternError as exc:
+            section.problems.error(section.file, line, f"{section.path}.{key}: {exc}")
+    return out if len(out) == len(entries) else None
+
+
+def _secret_grant(grants: Section, context: Context) -> tuple[NamePattern, ...] | None:
+    if "secrets" not in grants.data:
+        return None
+    names = _name_patterns(grants, "secrets", fold=False)
+    if names is None:
+        return None
+    for pattern, line in names:
+        static = pattern.static
+        if static is not None and static.exact is not None:
+            if static.exact not in context.secret_names:
+                grants.problems.warn(
+                    grants.file,
+                    line,
+                    f"{grants.path} names secret {static.exact!r}, which is not configured",
+                )
+    return tuple(p for p, _ in names)
+
+
+def _runner_grant(grants: Section, context: Context) -> RunnerGrant | None:
+    runner = grants.sub("runner")
+    if runner is None:
+        return None
+    runner.only(_RUNNER_KEYS)
+    scopes = _name_patterns(runner, "scopes", fold=True)
+    for pattern, line in scopes or []:
+        _lint_scope(runner, pattern, line, context)
+    actions = runner.strings("actions") or [(a, 0) for a in RUNNER_ACTIONS]
+    for action, line in actions:
+        if action not in RUNNER_ACTIONS:
+            runner.problems.error(
+                runner.file,
+                line,
+                f"unknown runner action {action!r} (use register, remove, jitconfig)",
+            )
+    groups = runner.strings("runner_groups")
+    labels = runner.strings("labels")
+    if labels is not None and len(labels) > MAX_LABELS:
+        runner.error("labels", f"at most {MAX_LABELS} labels")
+    if scopes is None:
+        return None
+    return RunnerGrant(
+        scopes=tuple(p for p, _ in scopes),
+        actions=frozenset(a for a, _ in actions),
+        runner_groups=None if groups is None else tuple(g for g, _ in groups),
+        labels=None if labels is None else tuple(dict.fromkeys(x for x, _ in labels)),
+    )
+
+
+def _lint_scope(runner: Section, pattern: NamePattern, line: int, context: Context) -> None:
+    source = pattern.source
+    if pattern.is_regex:
+        if any(c.isupper() for c in source[len(REGEX_PREFIX) :]):
+            runner.problems.warn(
+                runner.file,
+                line,
+                f"{source!r} has upper-case letters, but requested scopes "
+                "are lower-cased before matching",
+            )
+        return
+    if pattern.static is not None and scope_kind(pattern.static.exact or "") is None:
+        runner.problems.error(
+            runner.file,
+            line,
+            f"{runner.path}.scopes: {source!r} is not 'owner/name', 'owner' or 'enterprise:slug'",
+        )
+    if context.github_app and source.lower().startswith(ENTERPRISE_PREFIX):
+        runner.problems.warn(
+            runner.file,
+            line,
+            f"{source!r}: GitHub App tokens cannot manage enterprise "
+            "runners; this grant only works with a token",
+        )
+
+
+def _installation_grant(grants: Section) -> InstallationGrant | None:
+    section = grants.sub("installation")
+    if section is None:
+        return None
+    section.only(_INSTALLATION_KEYS)
+    owner = _template(section, "owner", section.get("owner", str) or "${repository_owner}")
+    repositories: tuple[Template, ...] | None = None
+    raw = section.data.get("repositories")
+    if raw != "*":
+        entries = section.strings("repositories", required=True) or []
+        repositories = tuple(
+            t for t in (_template(section, "repositories", s) for s, _ in entries) if t
+        )
+    permissions = _grant_permissions(section)
+    if owner is None or permissions is None:
+        return None
+    return InstallationGrant(owner=owner, repositories=repositories, permissions=permissions)
+
+
+def _template(section: Section, key: str, source: str) -> Template | None:
+    try:
+        return Template.parse(source)
+    except PatternError as exc:
+        section.error(key, str(exc))
+        return None
+
+
+def _grant_permissions(section: Section) -> Mapping[str, str] | None:
+    perms = section.sub("permissions", required=True)
+    if perms is None:
+        return None
+    if not perms.data:
+        section.error("permissions", "must list at least one permission (never all of them)")
+        return None
+    out = {}
+    for name, level in perms.data.items():
+        levels = PERMISSIONS.get(name)
+        if levels is None:
+            perms.error(name, "is not a GitHub App permission")
+        elif level not in levels:
+            perms.error(name, f"must be one of: {', '.join(levels)}")
+        else:
+            out[name] = level
+    return MappingProxyType(out) if len(out) == len(perms.data) else None

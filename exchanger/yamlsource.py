@@ -1,0 +1,172 @@
+"""YAML loading that remembers where every value came from.
+
+Config errors must point at `FILE:LINE`, so mappings and sequences keep the
+line of each of their values. Duplicate keys are an error, not a silent
+override (PyYAML's default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class YMap(dict[Any, Any]):
+    """A mapping that knows its own line and the line of each value."""
+
+    line: int
+    lines: dict[Any, int]
+
+
+class YList(list[Any]):
+    """A sequence that knows its own line and the line of each item."""
+
+    line: int
+    lines: list[int]
+
+
+class YamlError(ValueError):
+    """Unparseable YAML; `line` is 1-based."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> YMap:
+    loader.flatten_mapping(node)
+    result = YMap()
+    result.line = node.start_mark.line + 1
+    result.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise YamlError(f"keys must be strings, not {key!r}", key_node.start_mark.line + 1)
+        if key in result:
+            raise YamlError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = value_node.start_mark.line + 1
+    return result
+
+
+def _sequence(loader: _Loader, node: yaml.SequenceNode) -> YList:
+    result = YList(loader.construct_object(item, deep=True) for item in node.value)
+    result.line = node.start_mark.line + 1
+    result.lines = [item.start_mark.line + 1 for item in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
+
+
+def load(path: Path) -> Any:
+    """Parse one YAML document from `path` with line information."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlError(f"cannot read file: {exc.__class__.__name__}", 0) from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise YamlError(f"invalid YAML: {exc.problem or exc.context}", line) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(f"invalid YAML: {exc.__class__.__name__}", 0) from None
+
+
+class Problems:
+    """Collects `FILE:LINE: message` errors and warnings while loading."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, where: str, line: int, message: str) -> None:
+        self.errors.append(f"{where}:{line}: {message}")
+
+    def warn(self, where: str, line: int, message: str) -> None:
+        self.warnings.append(f"{where}:{line}: warning: {message}")
+
+
+@dataclass
+class Section:
+    """A YAML mapping being read, with the file it came from, for error lines."""
+
+    data: YMap
+    file: str
+    problems: Problems
+    path: str = ""
+
+    def line(self, key: str | None = None) -> int:
+        return self.data.lines.get(key, self.data.line) if key else self.data.line
+
+    def error(self, key: str | None, message: str) -> None:
+        name = f"{self.path}.{key}" if self.path and key else (key or self.path)
+        self.problems.error(self.file, self.line(key), f"{name}: {message}" if name else message)
+
+    def warn(self, key: str | None, message: str) -> None:
+        self.problems.warn(self.file, self.line(key), message)
+
+    def only(self, allowed: frozenset[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.error(key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def sub(self, key: str, *, required: bool = False) -> Section | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "required")
+            return None
+        if not isinstance(value, YMap):
+            self.error(key, "must be a mapping")
+            return None
+        return Section(value, self.file, self.problems, f"{self.path}.{key}" if self.path else key)
+
+    def get(self, key: str, kind: type | tuple[type, ...], *, required: bool = False) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "required")
+            return None
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.error(key, "has the wrong type")
+            return None
+        if not isinstance(value, kind):
+            self.error(key, "has the wrong type")
+            return None
+        return value
+
+    def integer(self, key: str, low: int, high: int, default: int) -> int:
+        value = self.get(key, int)
+        if value is None:
+            return default
+        if not low <= value <= high:
+            self.error(key, f"must be between {low} and {high}")
+            return default
+        return int(value)
+
+    def strings(self, key: str, *, required: bool = False) -> list[tuple[str, int]] | None:
+        """A non-empty list of non-empty strings, with the line of each item."""
+        value = self.get(key, YList, required=required)
+        if value is None:
+            return None
+        if not value:
+            self.error(key, "must not be empty")
+            return None
+        out = []
+        for item, line in zip(value, value.lines, strict=True):
+            if not isinstance(item, str) or not item:
+                self.problems.error(self.file, line, f"{key}: items must be non-empty strings")
+                continue
+            out.append((item, line))
+        return out
