@@ -96,6 +96,7 @@ def serve_in_thread(app: ASGIApp, **options: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        loop.close()
         sock.close()
 
 

@@ -60,7 +60,6 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_schema_validator import OAS30Validator
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -336,7 +335,7 @@ class _Fault:
         return self.pattern is not None and self.pattern.search(path) is not None
 
 
-class _DroppedConnection(Exception):  # noqa: N818 - it is a signal, not an error
+class _DroppedConnection(Exception):
     """Raised mid-response so that uvicorn closes the connection."""
 
 
@@ -374,6 +373,21 @@ class _DroppingResponse(Response):
 # --------------------------------------------------------------------------- helpers
 
 _ALNUM = string.ascii_letters + string.digits
+_PLAIN_REPO_URLS = (
+    "contributors",
+    "deployments",
+    "downloads",
+    "events",
+    "forks",
+    "hooks",
+    "languages",
+    "merges",
+    "stargazers",
+    "subscribers",
+    "subscription",
+    "tags",
+    "teams",
+)
 _UPPER = string.ascii_uppercase + string.digits
 
 
@@ -437,7 +451,7 @@ def _reason(status: int) -> str:
 
 # Which credentials an operation accepts.
 _Auth = Literal["app", "repo-runner", "org-runner", "org-runner-read", "enterprise", "self"]
-_Handler = Callable[[Request, dict[str, str], Any, _Caller], Awaitable[Response]]
+_Handler = Callable[[Request, "_Op", dict[str, str], Any, _Caller], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -461,7 +475,10 @@ _RUNNER_OPERATION_IDS = {
     ("org", "registration-token"): "actions/create-registration-token-for-org",
     ("org", "remove-token"): "actions/create-remove-token-for-org",
     ("org", "generate-jitconfig"): "actions/generate-runner-jitconfig-for-org",
-    ("enterprise", "registration-token"): "enterprise-admin/create-registration-token-for-enterprise",
+    (
+        "enterprise",
+        "registration-token",
+    ): "enterprise-admin/create-registration-token-for-enterprise",
     ("enterprise", "remove-token"): "enterprise-admin/create-remove-token-for-enterprise",
     ("enterprise", "generate-jitconfig"): "actions/generate-runner-jitconfig-for-enterprise",
 }
@@ -502,7 +519,11 @@ def _routes_table() -> list[tuple[str, str, _Op]]:
             "/repos/{owner}/{repo}/installation",
             _Op("apps/get-repo-installation", "app", "core", "_installation"),
         ),
-        ("GET", "/orgs/{org}/installation", _Op("apps/get-org-installation", "app", "core", "_installation")),
+        (
+            "GET",
+            "/orgs/{org}/installation",
+            _Op("apps/get-org-installation", "app", "core", "_installation"),
+        ),
         (
             "GET",
             "/users/{username}/installation",
@@ -837,9 +858,7 @@ class FakeGitHub:
             ),
         }
 
-    def _json(
-        self, status: int, body: Any, headers: Mapping[str, str] | None = None
-    ) -> Response:
+    def _json(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
         return Response(
             json.dumps(body, separators=(",", ":")).encode(),
             status_code=status,
@@ -847,9 +866,7 @@ class FakeGitHub:
             media_type=JSON_TYPE,
         )
 
-    def _error(
-        self, status: int, message: str, op: _Op | None = None, **extra: Any
-    ) -> Response:
+    def _error(self, status: int, message: str, op: _Op | None = None, **extra: Any) -> Response:
         return self._json(status, {**_error_body(status, message, self._docs_url(op)), **extra})
 
     def _docs_url(self, op: _Op | None) -> str:
@@ -858,7 +875,7 @@ class FakeGitHub:
         url = str(self._spec.operation(op.operation_id).get("externalDocs", {}).get("url", DOCS))
         return url.replace("/enterprise-cloud@latest", "")
 
-    def _classify(self, authorization: str | None) -> _Caller:
+    def _classify(self, authorization: str | None) -> _Caller:  # noqa: PLR0911
         """Who is calling, without yet asking whether this endpoint accepts them."""
         if not authorization or not authorization.strip():
             return _Caller("none", "")
@@ -884,7 +901,7 @@ class FakeGitHub:
             return _Caller("pat", f"{scheme} <pat>")
         return _Caller("bad", f"{scheme} <invalid>")
 
-    def _check_app_jwt(self, value: str) -> str | None:
+    def _check_app_jwt(self, value: str) -> str | None:  # noqa: PLR0911
         """None if `value` is a valid JWT of our App now, else GitHub's 401 message."""
         app = self.app_credentials
         if app is None:
@@ -912,18 +929,24 @@ class FakeGitHub:
             return _JWT_EXP_TOO_FAR
         return None
 
-    def _authorize(self, op: _Op, caller: _Caller, params: Mapping[str, str]) -> Response | None:
+    def _authorize(  # noqa: PLR0911 - one early answer per GitHub rule
+        self, op: _Op, caller: _Caller, params: Mapping[str, str]
+    ) -> Response | None:
         """GitHub's answer when `caller` may not use `op` here, else None."""
         if caller.kind == "none":
             return self._error(401, "Requires authentication", op)
         if op.auth == "app":
             if caller.kind == "app":
                 return None
-            return self._error(401, caller.message if caller.kind == "bad-jwt" else _JWT_UNDECODABLE, op)
+            return self._error(
+                401, caller.message if caller.kind == "bad-jwt" else _JWT_UNDECODABLE, op
+            )
         if caller.kind in ("bad", "bad-jwt"):
             return self._error(401, "Bad credentials", op)
         if op.auth == "self":
-            return None if caller.kind == "installation" else self._error(401, "Bad credentials", op)
+            return (
+                None if caller.kind == "installation" else self._error(401, "Bad credentials", op)
+            )
         if caller.kind == "pat":
             return None
         if caller.kind == "app" or op.auth == "enterprise" or caller.grant is None:
@@ -950,9 +973,7 @@ class FakeGitHub:
             return self._error(403, _NOT_ACCESSIBLE, op)
         return None
 
-    def _record(
-        self, request: Request, body_json: Any, caller: _Caller, op: _Op | None
-    ) -> None:
+    def _record(self, request: Request, body_json: Any, caller: _Caller, op: _Op | None) -> None:
         headers = {k.lower(): v for k, v in request.headers.items()}
         if "authorization" in headers:
             headers["authorization"] = caller.label
@@ -987,7 +1008,9 @@ class FakeGitHub:
             )
         elif version != API_VERSION:
             self._violation(f"{where}: X-GitHub-Api-Version {version!r}, expected {API_VERSION}")
-        accept = [part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")]
+        accept = [
+            part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")
+        ]
         if MEDIA_TYPE not in accept:
             self._violation(f"{where}: Accept does not include {MEDIA_TYPE}")
         return None
@@ -1017,8 +1040,10 @@ class FakeGitHub:
                         response.headers,
                     ),
                 )
-            except Exception as exc:  # noqa: BLE001 - every failure is a violation
-                self._violation(f"{where}: response breaks the spec: {_describe_openapi_error(exc)}")
+            except Exception as exc:  # every failure is a violation
+                self._violation(
+                    f"{where}: response breaks the spec: {_describe_openapi_error(exc)}"
+                )
             return
         if response.status_code < 400:
             self._violation(f"{where}: status not declared for {op.operation_id}")
@@ -1048,7 +1073,9 @@ class FakeGitHub:
 
         return endpoint
 
-    async def _serve(self, op: _Op, handler: _Handler, request: Request) -> Response:
+    async def _serve(  # noqa: PLR0911 - one early answer per pipeline stage
+        self, op: _Op, handler: _Handler, request: Request
+    ) -> Response:
         body = await request.body()
         body_json: Any = None
         bad_json = False
@@ -1085,14 +1112,16 @@ class FakeGitHub:
         oa_request = self._openapi_request(request, body)
         try:
             self._spec.openapi.validate_request(oa_request)
-        except Exception as exc:  # noqa: BLE001 - any mismatch is the caller's fault
+        except Exception as exc:  # any mismatch is the caller's fault
             detail = _describe_openapi_error(exc)
-            self._violation(f"{request.method} {request.url.path}: request breaks the spec: {detail}")
+            self._violation(
+                f"{request.method} {request.url.path}: request breaks the spec: {detail}"
+            )
             response = self._error(422, f"Invalid request.\n\n{detail}", op)
         else:
             try:
-                response = await handler(request, params, body_json, caller)
-            except Exception as exc:  # noqa: BLE001 - a bug in the fake must be loud, not a hang
+                response = await handler(request, op, params, body_json, caller)
+            except Exception as exc:  # a bug in the fake must be loud, not a hang
                 self._violation(f"{request.method} {request.url.path}: fake crashed: {exc!r}")
                 return self._error(500, "Internal Server Error (fake)", op)
         self._validate_response(op, oa_request, response)
@@ -1179,10 +1208,6 @@ class FakeGitHub:
             "statuses_url": "statuses/{sha}",
             "trees_url": "git/trees{/sha}",
         }
-        plain = (
-            "contributors deployments downloads events forks hooks languages merges "
-            "stargazers subscribers subscription tags teams"
-        ).split()
         stamp = "2020-01-01T00:00:00Z"
         host = web.split("://", 1)[-1]
         return {
@@ -1197,7 +1222,7 @@ class FakeGitHub:
             "fork": False,
             "url": url,
             **{key: f"{url}/{suffix}" for key, suffix in templated.items()},
-            **{f"{key}_url": f"{url}/{key}" for key in plain},
+            **{f"{key}_url": f"{url}/{key}" for key in _PLAIN_REPO_URLS},
             "git_url": f"git://{host}/{full}.git",
             "ssh_url": f"git@{host}:{full}.git",
             "clone_url": f"{web}/{full}.git",
@@ -1235,7 +1260,9 @@ class FakeGitHub:
             self.installation_permissions.get(installation_id, DEFAULT_INSTALLATION_PERMISSIONS)
         )
 
-    def _installation_object(self, request: Request, login: str, installation_id: int) -> dict[str, Any]:
+    def _installation_object(
+        self, request: Request, login: str, installation_id: int
+    ) -> dict[str, Any]:
         app = self.app_credentials
         assert app is not None  # only reachable with a valid App JWT
         api, web = self._api_root(request), self._web_root(request)
@@ -1306,15 +1333,14 @@ class FakeGitHub:
         return "org", params["org"].lower()
 
     async def _runner_token(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
         token = self._mint("".join(secrets.choice(_UPPER) for _ in range(29)))
         return self._json(201, {"token": token, "expires_at": self._runner_expiry()})
 
     async def _jitconfig(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
-        op = self._ops[self._route_operation(request)]
         kind, scope = self._runner_scope(params)
         name: str = body["name"]
         group_id: int = body["runner_group_id"]
@@ -1361,7 +1387,14 @@ class FakeGitHub:
         }
         work_folder = body.get("work_folder", "_work")
         config = self._mint(
-            self._jit_blob(request, kind, scope, runner, groups[group_id], work_folder)
+            self._jit_blob(
+                request,
+                kind=kind,
+                scope=scope,
+                runner=runner,
+                group=groups[group_id],
+                work_folder=work_folder,
+            )
         )
         with self._lock:
             self._runners.append({"scope": key, "runner": runner, "work_folder": work_folder})
@@ -1370,6 +1403,7 @@ class FakeGitHub:
     def _jit_blob(
         self,
         request: Request,
+        *,
         kind: str,
         scope: str,
         runner: Mapping[str, Any],
@@ -1404,7 +1438,13 @@ class FakeGitHub:
         }
         rsa_params = "".join(
             f"<{part}>{base64.b64encode(secrets.token_bytes(size)).decode()}</{part}>"
-            for part, size in (("Modulus", 256), ("Exponent", 3), ("P", 128), ("Q", 128), ("D", 256))
+            for part, size in (
+                ("Modulus", 256),
+                ("Exponent", 3),
+                ("P", 128),
+                ("Q", 128),
+                ("D", 256),
+            )
         )
         outer = {
             ".runner": file(json.dumps(dot_runner)),
@@ -1413,17 +1453,8 @@ class FakeGitHub:
         }
         return base64.b64encode(json.dumps(outer).encode()).decode()
 
-    def _route_operation(self, request: Request) -> str:
-        method = request.method.lower()
-        path = request.url.path.removeprefix(self.prefix)
-        for operation_id, (op_method, template) in self._spec.operations.items():
-            pattern = re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))
-            if op_method == method and re.fullmatch(pattern, path):
-                return operation_id
-        raise LookupError(path)
-
     async def _runner_groups(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
         org = params["org"]
         groups = self.runner_groups.get(org.lower(), [(1, "Default")])
@@ -1453,9 +1484,11 @@ class FakeGitHub:
         }
         headers = {}
         if last > 1:
+            path = request.url.path.removeprefix(self.prefix)
+
             def link(number: int, rel: str) -> str:
                 merged = {**dict(query), "per_page": str(per_page), "page": str(number)}
-                return f'<{api}{request.url.path.removeprefix(self.prefix)}?{urlencode(merged)}>; rel="{rel}"'
+                return f'<{api}{path}?{urlencode(merged)}>; rel="{rel}"'
 
             rels = []
             if page > 1:
@@ -1468,9 +1501,8 @@ class FakeGitHub:
         return self._json(200, body_out, headers)
 
     async def _installation(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
-        op = self._ops[self._route_operation(request)]
         login = params.get("owner") or params.get("org") or params.get("username") or ""
         installation_id = self.installations.get(login.lower())
         if installation_id is None:
@@ -1479,17 +1511,17 @@ class FakeGitHub:
             return self._error(404, "Not Found", op)
         repo = params.get("repo")
         reachable = self.installation_repositories.get(installation_id)
-        if repo is not None and reachable is not None and repo.lower() not in {
-            r.lower() for r in reachable
-        }:
+        if (
+            repo is not None
+            and reachable is not None
+            and repo.lower() not in {r.lower() for r in reachable}
+        ):
             return self._error(404, "Not Found", op)
-        canonical = next((k for k in self.installations if k == login.lower()), login)
-        return self._json(200, self._installation_object(request, canonical, installation_id))
+        return self._json(200, self._installation_object(request, login.lower(), installation_id))
 
     async def _access_token(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
-        op = self._ops["apps/create-installation-access-token"]
         installation_id = int(params["installation_id"])
         login = next((k for k, v in self.installations.items() if v == installation_id), None)
         if login is None:
@@ -1504,30 +1536,19 @@ class FakeGitHub:
                 return self._error(
                     422, "The permissions requested are not granted to this installation.", op
                 )
-        reachable = self.installation_repositories.get(installation_id)
-        names: list[str] | None = None
         wanted = list(body.get("repositories") or [])
         wanted_ids = list(body.get("repository_ids") or [])
         if len(wanted) + len(wanted_ids) > 500:
             return self._error(422, "Too many repositories were requested (maximum 500).", op)
-        if wanted or wanted_ids:
-            by_name = {r.lower(): r for r in reachable} if reachable is not None else None
-            names = []
-            for name in wanted:
-                if by_name is None:
-                    names.append(name)
-                elif name.lower() in by_name:
-                    names.append(by_name[name.lower()])
-                else:
-                    return self._unreachable(op)
-            by_id = {_stable_id(login, r): r for r in reachable or []}
-            for repo_id in wanted_ids:
-                if repo_id not in by_id:
-                    return self._unreachable(op)
-                names.append(by_id[repo_id])
-            names = list(dict.fromkeys(names))
-        elif reachable is not None:
-            names = list(reachable)
+        try:
+            names = self._token_repositories(login, installation_id, wanted, wanted_ids)
+        except LookupError:
+            return self._error(
+                422,
+                "There is at least one repository that does not exist or is not accessible to "
+                "the parent installation.",
+                op,
+            )
         expires = self.now() + _TOKEN_LIFETIME
         fmt = {"enabled": "stateless", "disabled": "classic"}.get(
             request.headers.get("x-github-stateless-s2s-token", ""), self.token_format
@@ -1569,16 +1590,21 @@ class FakeGitHub:
             out["repositories"] = [self._repository(request, login, n) for n in names]
         return self._json(201, out)
 
-    def _unreachable(self, op: _Op) -> Response:
-        return self._error(
-            422,
-            "There is at least one repository that does not exist or is not accessible to the "
-            "parent installation.",
-            op,
-        )
+    def _token_repositories(
+        self, login: str, installation_id: int, wanted: list[str], wanted_ids: list[int]
+    ) -> list[str] | None:
+        """The repositories a new token covers (None: all); LookupError if one is out of reach."""
+        reachable = self.installation_repositories.get(installation_id)
+        if not wanted and not wanted_ids:
+            return None if reachable is None else list(reachable)
+        by_name = {r.lower(): r for r in reachable or []}
+        by_id = {_stable_id(login, r): r for r in reachable or []}
+        names = [name if reachable is None else by_name[name.lower()] for name in wanted]
+        names += [by_id[repo_id] for repo_id in wanted_ids]
+        return list(dict.fromkeys(names))
 
     async def _get_app(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
         app = self.app_credentials
         assert app is not None  # only reachable with a valid App JWT
@@ -1606,7 +1632,7 @@ class FakeGitHub:
         )
 
     async def _revoke(
-        self, request: Request, params: dict[str, str], body: Any, caller: _Caller
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
         assert caller.grant is not None  # _authorize let only installation tokens through
         with self._lock:

@@ -99,4 +99,5 @@ def serve_tls(app: ASGIApp, ca: TestCA, *, lifespan: str = "off") -> Iterator[Ru
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        loop.close()
         sock.close()

@@ -1,0 +1,143 @@
+"""Running gateways for tests: in-process over real TLS, or as an `exchanger serve` process."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from exchanger import config as config_module
+from exchanger.app import create_app
+from exchanger.demo import loopback_socket, serve_in_thread
+from tests.fakes.issuer import AUDIENCE
+from tests.fakes.tls import TestCA
+
+#: Canary credentials: tests grep every captured log for them.
+REGISTRY_PASSWORD = "canary-registry-password-7d41c9"  # noqa: S105
+NPM_TOKEN = "canary-npm-token-0b3e55"  # noqa: S105
+
+BASE_CONFIG = """\
+issuers:
+  - issuer: {issuer}
+    audiences: ["{audience}"]
+secrets:
+  registry:
+    username: {{value: ci-bot}}
+    password: {{value: {password}}}
+  npm-publish:
+    token: {{value: {npm}}}
+policies:
+  - name: registry-from-main
+    claims:
+      repository_owner_id: "65"
+      repository_id: "74"
+      ref: ["refs/heads/main", "match:refs/tags/v[0-9]+"]
+    grants:
+      secrets: [registry]
+  - name: npm-for-releases
+    claims:
+      repository_owner_id: "65"
+      repository_id: 74
+      ref: "match:refs/tags/v[0-9]+"
+    grants:
+      secrets: ["match:npm-.*"]
+  - name: no-pull-requests
+    effect: deny
+    claims:
+      event_name: [pull_request, pull_request_target]
+"""
+
+
+def write_config(directory: Path, issuer: str, extra: str = "", body: str | None = None) -> Path:
+    """The base test config (or `body`) for `issuer`, plus `extra` YAML appended."""
+    text = body if body is not None else BASE_CONFIG
+    text = text.format(issuer=issuer, audience=AUDIENCE, password=REGISTRY_PASSWORD, npm=NPM_TOKEN)
+    path = directory / "exchanger.yaml"
+    path.write_text(text + textwrap.dedent(extra), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Gateway:
+    url: str
+    ca: TestCA
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=ssl_context(self.ca), timeout=10)
+
+
+def ssl_context(ca: TestCA) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca.ca_file))
+
+
+def wait_ready(client: httpx.Client, timeout: float = 15.0) -> None:
+    """Poll /readyz until the gateway has its issuers' keys (a condition, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("gateway did not become ready")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running_gateway(config_path: Path, ca: TestCA, *, ready: bool = True) -> Iterator[Gateway]:
+    """The gateway app in this process, served by uvicorn over TLS on loopback."""
+    app = create_app(config_module.load(config_path))
+    tls = {"ssl_certfile": str(ca.cert_file), "ssl_keyfile": str(ca.key_file)}
+    with serve_in_thread(app, lifespan="on", **tls) as address:
+        gateway = Gateway(url=f"https://{address}", ca=ca)
+        if ready:
+            with gateway.client() as client:
+                wait_ready(client)
+        yield gateway
+
+
+@dataclass
+class GatewayProcess(Gateway):
+    process: subprocess.Popen[str]
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM, wait, and return (exit code, stdout, stderr)."""
+        self.process.terminate()
+        out, err = self.process.communicate(timeout=30)
+        return self.process.returncode, out, err
+
+
+@contextmanager
+def gateway_process(config_path: Path, ca: TestCA, *args: str) -> Iterator[GatewayProcess]:
+    """`exchanger serve` as a real process, over TLS, trusting the test CA."""
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "SSL_CERT_FILE": str(ca.ca_file), "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "-m", "exchanger", "serve", "--config", str(config_path),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--tls-cert", str(ca.cert_file), "--tls-key", str(ca.key_file), *args,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    gateway = GatewayProcess(url=f"https://127.0.0.1:{port}", ca=ca, process=process)
+    try:
+        with gateway.client() as client:
+            wait_ready(client, timeout=30)
+        yield gateway
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
