@@ -132,7 +132,7 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if 0 < len(text) <= 128 and set(text) <= _REQUEST_ID_CHARS:
                 return text
             break
@@ -204,10 +204,10 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
     ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
     status = 500
     try:
-        if request.url.query:
-            raise InvalidRequest("no query parameters are accepted; send tokens in headers")
         body = await _read_body(request, gateway.config.server.max_body_bytes)
         ex.identity = await gateway.verifier.verify(_bearer(request))
+        if request.url.query:
+            raise InvalidRequest("query parameters are not accepted; tokens go in headers")
         response = await handler(gateway, request, body, ex)
         status = response.status_code
         return response
@@ -227,7 +227,8 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
 
 
 def _decide(gateway: Gateway, ex: Exchange) -> Decision:
-    assert ex.identity is not None and ex.ask is not None
+    assert ex.identity is not None
+    assert ex.ask is not None
     ex.decision = gateway.engine.decide(ex.identity, ex.ask)
     if not ex.decision.allowed:
         raise AccessDenied()

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,10 @@ def _serve(args: argparse.Namespace) -> int:
         print("exchanger: --tls-cert and --tls-key go together", file=sys.stderr)
         return USAGE_ERROR
     os.environ["EXCHANGER_CONFIG"] = str(args.config)  # for worker processes
+    # uvicorn re-raises the stop signal once it has drained in-flight requests;
+    # with these handlers in place that last signal is a no-op and we exit 0.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: None)
     uvicorn.run(
         "exchanger.cli:app_factory",
         factory=True,
@@ -178,7 +183,7 @@ def _explain_request(args: argparse.Namespace, identity: Identity) -> Request:
         if action not in RUNNER_ACTIONS:
             raise InvalidRequest(f"runner action must be one of {', '.join(RUNNER_ACTIONS)}")
         body = {"scope": scope} if scope else {}
-        return runner_request(action, body, identity.text("repository"))  # type: ignore[arg-type]
+        return runner_request(action, body, identity.text("repository"))
     try:
         body = json.loads(args.installation)
     except ValueError:

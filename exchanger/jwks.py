@@ -73,7 +73,7 @@ class IssuerKeys:
         return bool(self.keys)
 
     def _backoff(self) -> float:
-        return min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, self._failures - 1))
+        return float(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, self._failures - 1)))
 
     def _may_attempt(self) -> bool:
         if self._last_attempt is None:

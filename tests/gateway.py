@@ -22,8 +22,8 @@ from tests.fakes.issuer import AUDIENCE
 from tests.fakes.tls import TestCA
 
 #: Canary credentials: tests grep every captured log for them.
-REGISTRY_PASSWORD = "canary-registry-password-7d41c9"  # noqa: S105
-NPM_TOKEN = "canary-npm-token-0b3e55"  # noqa: S105
+REGISTRY_PASSWORD = "canary-registry-password-7d41c9"
+NPM_TOKEN = "canary-npm-token-0b3e55"
 
 BASE_CONFIG = """\
 issuers:

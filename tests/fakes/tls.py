@@ -24,6 +24,8 @@ from starlette.types import ASGIApp
 class TestCA:
     """A throw-away CA and one server certificate for 127.0.0.1/localhost."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     ca: trustme.CA
     ca_file: Path
     cert_file: Path
