@@ -25,20 +25,30 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchanger import audit, secrets
-from exchanger.config import Config
+from exchanger.config import Config, GitHubConfig
 from exchanger.errors import (
     AccessDenied,
     ExchangerError,
     InvalidRequest,
     MissingToken,
     RequestTooLarge,
+    UpstreamUnavailable,
 )
+from exchanger.github.auth import AppCredentials, Credentials, TokenCredentials
+from exchanger.github.client import GitHubClient
+from exchanger.github.installations import installation_token
+from exchanger.github.runners import Runners
 from exchanger.http import make_client
 from exchanger.identity import Identity
 from exchanger.jwks import IssuerKeys
-from exchanger.policy import Decision, Engine
+from exchanger.policy import Decision, Engine, InstallationTerms, RunnerTerms
 from exchanger.request import Request as Ask
-from exchanger.request import SecretRequest
+from exchanger.request import (
+    RunnerAction,
+    SecretRequest,
+    installation_request,
+    runner_request,
+)
 from exchanger.verify import Verifier
 
 log = logging.getLogger("exchanger")
@@ -55,16 +65,37 @@ class Gateway:
     engine: Engine
     keys: dict[str, IssuerKeys]
     verifier: Verifier
-    client: httpx.AsyncClient
+    github: GitHub | None
 
     @classmethod
     def build(cls, config: Config, client: httpx.AsyncClient) -> Gateway:
         keys = {i.issuer: IssuerKeys(i, client) for i in config.issuers}
-        return cls(config, Engine(config.policies), keys, Verifier(keys), client)
+        github = GitHub.build(config.github, client) if config.github else None
+        return cls(config, Engine(config.policies), keys, Verifier(keys), github)
 
     @property
     def ready(self) -> bool:
         return all(k.ready for k in self.keys.values())
+
+
+@dataclass
+class GitHub:
+    """The GitHub side: one API client, the gateway's credential, the exchanges."""
+
+    client: GitHubClient
+    credentials: Credentials
+    runners: Runners
+
+    @classmethod
+    def build(cls, config: GitHubConfig, http: httpx.AsyncClient) -> GitHub:
+        client = GitHubClient(http, config.api_url, config.timeout_seconds)
+        credentials: Credentials
+        if config.app is not None:
+            credentials = AppCredentials(config.app, client)
+        else:
+            assert config.token is not None
+            credentials = TokenCredentials(config.token.value)
+        return cls(client, credentials, Runners(client, credentials))
 
 
 @dataclass
@@ -99,6 +130,10 @@ def create_app(config: Config) -> ASGIApp:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/secrets/{name}", secret_object, methods=["GET"]),
         Route("/secrets/{name}/{field}", secret_field, methods=["GET"]),
+        Route("/register", register, methods=["POST"]),
+        Route("/remove", remove, methods=["POST"]),
+        Route("/jitconfig", jitconfig, methods=["POST"]),
+        Route("/token", token, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -192,6 +227,53 @@ async def _reveal_secret(gateway: Gateway, request: Request, body: bytes, ex: Ex
     if ask.field is not None:
         return PlainTextResponse(values[ask.field])
     return JSONResponse(values)
+
+
+def _runner_endpoint(action: RunnerAction) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await exchange(request, action, _runner)
+
+    endpoint.__name__ = action
+    return endpoint
+
+
+register = _runner_endpoint("register")
+remove = _runner_endpoint("remove")
+jitconfig = _runner_endpoint("jitconfig")
+
+
+async def _runner(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
+    assert ex.identity is not None
+    action: RunnerAction = ex.endpoint  # type: ignore[assignment]
+    ask = runner_request(action, parse_json(body), ex.identity.text("repository"))
+    ex.ask = ask
+    decision = _decide(gateway, ex)
+    if not gateway.config.runner_scopes.permits(ask.scope):
+        raise AccessDenied()
+    runners = _github(gateway).runners
+    if action == "jitconfig":
+        assert isinstance(decision.terms, RunnerTerms)
+        return JSONResponse(await runners.jitconfig(ask, decision.terms))
+    return JSONResponse(await runners.token(ask))
+
+
+async def token(request: Request) -> Response:
+    return await exchange(request, "token", _installation)
+
+
+async def _installation(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
+    assert ex.identity is not None
+    ex.ask = installation_request(parse_json(body), ex.identity.text("repository_owner"))
+    decision = _decide(gateway, ex)
+    assert isinstance(decision.terms, InstallationTerms)
+    github = _github(gateway)
+    return JSONResponse(await installation_token(github.credentials, decision.terms))
+
+
+def _github(gateway: Gateway) -> GitHub:
+    if gateway.github is None:
+        raise UpstreamUnavailable("GitHub is not configured on this gateway", retry_after=60)
+    return gateway.github
 
 
 Handler = Callable[[Gateway, Request, bytes, Exchange], Awaitable[Response]]

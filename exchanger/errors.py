@@ -67,6 +67,7 @@ class UpstreamError(ExchangerError):
     status = 502
     code = "upstream_error"
     default_message = "upstream error"
+    retryable = False  # a GET may be retried once when GitHub answered 500
 
 
 class UpstreamUnavailable(ExchangerError):

@@ -1,0 +1,1 @@
+"""GitHub exchanges: runner tokens, JIT runner configs, installation tokens."""

@@ -1,0 +1,179 @@
+"""GitHub's REST API over the process's one HTTP client.
+
+Every call sends GitHub's media type, API version and a User-Agent, reads at
+most 1 MiB, and maps failures to the gateway's errors in one place:
+
+- 403/429 with `x-ratelimit-remaining: 0` or `retry-after` → 429 `rate_limited`
+- 409 → 409 `conflict` (a JIT runner name already taken)
+- 502/503/504, connect errors, timeouts → 503 `upstream_unavailable`
+- any other error status → 502 `upstream_error`, naming GitHub's status and
+  message with anything credential-shaped scrubbed out
+
+A POST that may have minted something is never retried; a GET is retried
+once, with jitter, after a transport error or a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import re2
+
+from exchanger.errors import Conflict, RateLimited, UpstreamError, UpstreamUnavailable
+from exchanger.http import FetchError, read_capped
+
+log = logging.getLogger("exchanger.github")
+
+API_VERSION = "2022-11-28"
+MEDIA_TYPE = "application/vnd.github+json"
+UNAVAILABLE_RETRY_AFTER = 5
+DEFAULT_RATE_LIMIT_WAIT = 60
+# Anything that looks like a GitHub token or a JWT never reaches a message.
+_CREDENTIAL = re2.compile(
+    r"(gh[pousr]_[A-Za-z0-9_.\-]+|github_pat_[A-Za-z0-9_]+|eyJ[A-Za-z0-9_.\-]+)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any
+    headers: httpx.Headers
+
+
+class GitHubClient:
+    """Authenticated calls to one GitHub API root (github.com or GHES `/api/v3`)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        api_url: str,
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self.api_url = api_url.rstrip("/")
+        self._timeout = timeout
+        self._clock = clock
+        self.calls = 0  # upstream requests sent, for metrics and benchmarks
+
+    async def post(
+        self, path: str, credential: str, body: Mapping[str, Any] | None = None
+    ) -> Reply:
+        """POST once: whatever it may have minted must not be minted twice."""
+        return await self._send("POST", path, credential, body)
+
+    async def get(self, path: str, credential: str, *, allow_404: bool = False) -> Reply:
+        """GET, retried once with jitter after a transport error or a 5xx."""
+        try:
+            return await self._send("GET", path, credential, None, allow_404=allow_404)
+        except (UpstreamUnavailable, UpstreamError) as exc:
+            if isinstance(exc, UpstreamError) and not exc.retryable:
+                raise
+            await asyncio.sleep(random.uniform(0.05, 0.25))  # noqa: S311 - jitter, not crypto
+            return await self._send("GET", path, credential, None, allow_404=allow_404)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        credential: str,
+        body: Mapping[str, Any] | None,
+        *,
+        allow_404: bool = False,
+    ) -> Reply:
+        url = path if path.startswith(self.api_url + "/") else f"{self.api_url}{path}"
+        headers = {
+            "Accept": MEDIA_TYPE,
+            "X-GitHub-Api-Version": API_VERSION,
+            "Authorization": f"Bearer {credential}",
+        }
+        self.calls += 1
+        operation = f"{method} {_template(path)}"
+        try:
+            async with self._client.stream(
+                method, url, headers=headers, json=body, timeout=self._timeout
+            ) as response:
+                raw = await read_capped(response)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            log.warning("github %s failed: %s", operation, exc.__class__.__name__)
+            raise UpstreamUnavailable(
+                "GitHub is unreachable or timed out", retry_after=UNAVAILABLE_RETRY_AFTER
+            ) from None
+        except FetchError as exc:
+            raise UpstreamError(f"GitHub's answer was refused: {exc}") from None
+        reply = Reply(response.status_code, _json(raw), response.headers)
+        if reply.status < 300 or (allow_404 and reply.status == 404):
+            return reply
+        raise self._failure(operation, reply)
+
+    def _failure(self, operation: str, reply: Reply) -> Exception:
+        status, headers = reply.status, reply.headers
+        message = scrub(_message(reply.body))
+        log.warning("github %s answered %d: %s", operation, status, message)
+        if status in (403, 429) and (
+            headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers
+        ):
+            return RateLimited(
+                "GitHub's rate limit was reached", retry_after=self._rate_limit_wait(headers)
+            )
+        if status == 409:
+            return Conflict(f"GitHub refused: {message}")
+        if status in (502, 503, 504):
+            return UpstreamUnavailable(
+                f"GitHub answered {status}", retry_after=_retry_after(headers)
+            )
+        error = UpstreamError(f"GitHub answered {status}: {message}")
+        error.retryable = status >= 500
+        return error
+
+    def _rate_limit_wait(self, headers: httpx.Headers) -> int:
+        """GitHub's documented order: retry-after, then x-ratelimit-reset, then a minute."""
+        retry_after = headers.get("retry-after", "")
+        if retry_after.isdigit():
+            return max(1, int(retry_after))
+        reset = headers.get("x-ratelimit-reset", "")
+        if reset.isdigit():
+            return max(1, int(reset) - int(self._clock()))
+        return DEFAULT_RATE_LIMIT_WAIT
+
+
+def scrub(text: str) -> str:
+    """GitHub's message, shortened, with anything credential-shaped removed."""
+    cleaned: str = _CREDENTIAL.sub("[redacted]", text)
+    return cleaned[:300]
+
+
+def _retry_after(headers: httpx.Headers) -> int:
+    value = headers.get("retry-after", "")
+    return max(1, int(value)) if value.isdigit() else UNAVAILABLE_RETRY_AFTER
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return "no message"
+
+
+def _template(path: str) -> str:
+    """The path with its variable segments elided, for logs and metrics labels."""
+    head = path.split("?", 1)[0].split("/")
+    keep = {"repos", "orgs", "users", "enterprises", "app", "installations", "actions",
+            "runners", "runner-groups", "registration-token", "remove-token",
+            "generate-jitconfig", "access_tokens", "installation"}  # fmt: skip
+    return "/".join(p if p in keep or not p else "{}" for p in head)
