@@ -8,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.github import AppCredentials, FakeGitHub, run_fake_github
 from tests.fakes.issuer import FakeIssuer, run_issuer
 from tests.fakes.tls import TestCA
-from tests.gateway import Gateway, running_gateway, write_config
+from tests.gateway import (
+    APP_ID,
+    INSTALLATION_ID,
+    PAT,
+    Gateway,
+    running_gateway,
+    write_config,
+    write_github_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +67,86 @@ def gateway(_session_gateway: Gateway, issuer: FakeIssuer) -> Gateway:
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def app_credentials() -> AppCredentials:
+    return AppCredentials.generate(APP_ID)
+
+
+@pytest.fixture(scope="session")
+def _github_server(ca: TestCA, app_credentials: AppCredentials) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(
+        app=app_credentials,
+        pat=PAT,
+        installations={"octo-org": INSTALLATION_ID},
+        runner_groups={"octo-org": [(2, "ci"), (3, "gpu"), (4, "other")]},
+    )
+    with run_fake_github(ca, fake) as (running, _server):
+        yield running
+
+
+@pytest.fixture
+def github(_github_server: FakeGitHub) -> Iterator[FakeGitHub]:
+    """The fake GitHub, cleared of records and faults around each test."""
+    _github_server.reset()
+    yield _github_server
+    assert _github_server.violations == [], "the gateway sent GitHub something off-spec"
+    _github_server.reset()
+
+
+def _github_gateway(
+    mode: str,
+    issuer: FakeIssuer,
+    fake: FakeGitHub,
+    app: AppCredentials,
+    ca: TestCA,
+    directory: Path,
+) -> Iterator[Gateway]:
+    (directory / "app.pem").write_text(app.pem_pkcs1.replace("\n", "\r\n"), encoding="utf-8")
+    assert fake.api_url is not None
+    path = write_github_config(directory, issuer.url, fake.api_url, mode=mode)
+    with running_gateway(path, ca) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def _app_gateway(
+    _issuer_server: FakeIssuer,
+    _github_server: FakeGitHub,
+    app_credentials: AppCredentials,
+    ca: TestCA,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    yield from _github_gateway(
+        "app", _issuer_server, _github_server, app_credentials, ca,
+        tmp_path_factory.mktemp("app-gateway"),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def _pat_gateway(
+    _issuer_server: FakeIssuer,
+    _github_server: FakeGitHub,
+    app_credentials: AppCredentials,
+    ca: TestCA,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    yield from _github_gateway(
+        "pat", _issuer_server, _github_server, app_credentials, ca,
+        tmp_path_factory.mktemp("pat-gateway"),
+    )  # fmt: skip
+
+
+@pytest.fixture(params=["app", "pat"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def github_gateway(
+    mode: str, request: pytest.FixtureRequest, github: FakeGitHub, issuer: FakeIssuer
+) -> Gateway:
+    """A gateway with GitHub configured, once with an App key and once with a PAT."""
+    gateway: Gateway = request.getfixturevalue(f"_{mode}_gateway")
+    return gateway

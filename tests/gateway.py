@@ -141,3 +141,47 @@ def gateway_process(config_path: Path, ca: TestCA, *args: str) -> Iterator[Gatew
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+
+
+PAT = "ghp_canaryPersonalAccessToken0000000000000"
+APP_ID = 12345
+INSTALLATION_ID = 4242
+
+GITHUB_POLICIES = """\
+- name: runners-for-repo
+  claims:
+    repository_owner_id: "65"
+    repository_id: "74"
+  grants:
+    runner:
+      scopes: ["${repository}", "octo-org", "enterprise:octo-ent"]
+      runner_groups: [ci, gpu]
+      labels: [self-hosted, linux, x64]
+    installation:
+      repositories: ["${repository}", "octo-org/docs"]
+      permissions: {contents: read, pull_requests: write, issues: read}
+- name: installation-everything-for-admins
+  claims:
+    repository_owner_id: "65"
+    repository_id: "99"
+  grants:
+    installation:
+      repositories: "*"
+      permissions: {contents: read}
+"""
+
+
+def write_github_config(
+    directory: Path, issuer: str, api_url: str, *, mode: str, extra: str = ""
+) -> Path:
+    """The base config plus a `github:` section in App or PAT mode and GitHub policies."""
+    (directory / "github-policies.yaml").write_text(GITHUB_POLICIES, encoding="utf-8")
+    if mode == "app":
+        credential = f"  app:\n    id: {APP_ID}\n    private_key: {{file: app.pem}}\n"
+    else:
+        credential = f"  token: {{value: {PAT}}}\n"
+    section = (
+        f"github:\n  api_url: {api_url}\n  timeout_seconds: 2\n{credential}"
+        "policy_files: [github-policies.yaml]\n"
+    )
+    return write_config(directory, issuer, section + textwrap.dedent(extra))
