@@ -287,7 +287,14 @@ class AppCredentials:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as the fake saw it; `headers` keys are lower-case, credentials redacted."""
+    """One request as the fake saw it.
+
+    `path` is as received (with any prefix); `headers` keys are lower-case and the
+    Authorization value is replaced by its kind: `token <pat>`, `Bearer <app-jwt>`,
+    `Bearer <installation-token>`, `<invalid-jwt>`, `<invalid-installation-token>` or
+    `<invalid>` after the scheme the caller used. `json` is the parsed body (None if none).
+    `operation` is GitHub's operationId (None for a path GitHub does not have).
+    """
 
     method: str
     path: str
@@ -616,6 +623,7 @@ class FakeGitHub:
         self._clock_offset = 0.0
         self._wake_generation = 0
         self._stateless_key = secrets.token_bytes(32)
+        self._stateless_kid = secrets.token_hex(8)
 
         self._ops: dict[str, _Op] = {}
         routes = []
@@ -650,8 +658,12 @@ class FakeGitHub:
             return [dict(r) for r in self._runners]
 
     def reset(self) -> None:
-        """Forget recorded requests, violations and pending faults; wake delayed requests."""
+        """Forget requests, violations and faults, undo `advance_clock`, wake delayed requests.
+
+        Minted tokens, JIT runner names and the configuration stay as they are.
+        """
         with self._lock:
+            self._clock_offset = 0.0
             self._requests.clear()
             self._violations.clear()
             self._faults.clear()
@@ -710,12 +722,7 @@ class FakeGitHub:
             target,
             status,
             _error_body(status, "API rate limit exceeded for installation ID 1.", DOCS),
-            {
-                "x-ratelimit-limit": "5000",
-                "x-ratelimit-remaining": "0",
-                "x-ratelimit-used": "5000",
-                "x-ratelimit-reset": str(reset),
-            },
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
             times,
         )
 
@@ -732,12 +739,19 @@ class FakeGitHub:
         message = _SECONDARY_LIMIT.format(request_id="C0DE:FA4E:1234567:89ABCDE:00000000")
         self.fail(target, status, _error_body(status, message), headers, times)
 
-    def delay(self, target: str, seconds: float, times: int | None = 1) -> None:
-        """Hold matching requests for `seconds` before answering (reset() releases them)."""
+    def delay(self, target: str, seconds: float, times: int | None = None) -> None:
+        """Hold the next `times` matching requests (None: all, until reset()) for `seconds`.
+
+        reset() (and leaving run_fake_github) releases requests that are still held.
+        """
         self._add_fault(_Fault("delay", *self._target(target), times, seconds=seconds))
 
-    def reset_connection(self, target: str, times: int | None = 1) -> None:
-        """Start a 200 answer to matching requests, then drop the connection mid-body."""
+    def reset_connection(self, target: str, times: int | None = None) -> None:
+        """Drop the connection mid-answer for the next `times` matching requests (None: all).
+
+        The fake starts a 200 answer, sends part of the body and closes the connection, so
+        the client sees a protocol error. reset() removes the fault.
+        """
         self._add_fault(_Fault("reset", *self._target(target), times))
 
     def describe_token(self, token: str) -> dict[str, Any] | None:
@@ -875,7 +889,7 @@ class FakeGitHub:
         url = str(self._spec.operation(op.operation_id).get("externalDocs", {}).get("url", DOCS))
         return url.replace("/enterprise-cloud@latest", "")
 
-    def _classify(self, authorization: str | None) -> _Caller:  # noqa: PLR0911
+    def _classify(self, authorization: str | None) -> _Caller:
         """Who is calling, without yet asking whether this endpoint accepts them."""
         if not authorization or not authorization.strip():
             return _Caller("none", "")
@@ -901,7 +915,7 @@ class FakeGitHub:
             return _Caller("pat", f"{scheme} <pat>")
         return _Caller("bad", f"{scheme} <invalid>")
 
-    def _check_app_jwt(self, value: str) -> str | None:  # noqa: PLR0911
+    def _check_app_jwt(self, value: str) -> str | None:
         """None if `value` is a valid JWT of our App now, else GitHub's 401 message."""
         app = self.app_credentials
         if app is None:
@@ -929,9 +943,7 @@ class FakeGitHub:
             return _JWT_EXP_TOO_FAR
         return None
 
-    def _authorize(  # noqa: PLR0911 - one early answer per GitHub rule
-        self, op: _Op, caller: _Caller, params: Mapping[str, str]
-    ) -> Response | None:
+    def _authorize(self, op: _Op, caller: _Caller, params: Mapping[str, str]) -> Response | None:
         """GitHub's answer when `caller` may not use `op` here, else None."""
         if caller.kind == "none":
             return self._error(401, "Requires authentication", op)
@@ -1069,13 +1081,13 @@ class FakeGitHub:
             for name, value in base.items():
                 if name not in response.headers:
                     response.headers[name] = value
+            if response.headers["x-ratelimit-remaining"] == "0":  # an injected primary limit
+                response.headers["x-ratelimit-used"] = response.headers["x-ratelimit-limit"]
             return response
 
         return endpoint
 
-    async def _serve(  # noqa: PLR0911 - one early answer per pipeline stage
-        self, op: _Op, handler: _Handler, request: Request
-    ) -> Response:
+    async def _serve(self, op: _Op, handler: _Handler, request: Request) -> Response:
         body = await request.body()
         body_json: Any = None
         bad_json = False
@@ -1310,7 +1322,11 @@ class FakeGitHub:
     def _stateless_token(self, claims: dict[str, Any]) -> str:
         """`ghs_<app id>_<JWT>`, HS256-signed by the fake, using only [A-Za-z0-9._]."""
         app_id = self.app_credentials.app_id if self.app_credentials else 0
-        header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+        header = _b64url(
+            json.dumps(
+                {"alg": "HS256", "typ": "JWT", "kid": self._stateless_kid}, separators=(",", ":")
+            ).encode()
+        )
         # GitHub's documented pattern is ghs_[A-Za-z0-9._]{36,}: no '-'. Base64url may emit
         # one, so draw fresh token ids until none of the segments does (a few hundred µs).
         for _ in range(100_000):
@@ -1557,7 +1573,8 @@ class FakeGitHub:
         if fmt == "stateless":
             token = self._stateless_token(
                 {
-                    "iss": "github.com",
+                    "iss": "https://github.com",
+                    "aud": "https://api.github.com",
                     "sub": f"installation:{installation_id}",
                     "app_id": self.app_credentials.app_id if self.app_credentials else 0,
                     "installation_id": installation_id,
@@ -1566,6 +1583,7 @@ class FakeGitHub:
                     "repositories": names,
                     "permissions": requested,
                     "iat": int(self.now()),
+                    "nbf": int(self.now()),
                     "exp": int(expires),
                 }
             )
