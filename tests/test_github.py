@@ -436,9 +436,9 @@ REGISTRATION = "actions/create-registration-token-for-repo"
         pytest.param(
             lambda g: g.secondary_rate_limit(REGISTRATION), 429, "rate_limited", id="secondary"
         ),
-        pytest.param(lambda g: g.delay(REGISTRATION, 5), 503, "upstream_unavailable", id="timeout"),
+        pytest.param(lambda g: g.delay(REGISTRATION, 5, times=1), 503, "upstream_unavailable", id="timeout"),
         pytest.param(
-            lambda g: g.reset_connection(REGISTRATION), 503, "upstream_unavailable", id="reset"
+            lambda g: g.reset_connection(REGISTRATION, times=1), 503, "upstream_unavailable", id="reset"
         ),
     ],
 )

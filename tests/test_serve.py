@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.fakes.github import AppCredentials, FakeGitHub
 from tests.fakes.issuer import FakeIssuer
 from tests.fakes.tls import TestCA
-from tests.gateway import NPM_TOKEN, REGISTRY_PASSWORD, gateway_process, write_config
+from tests.gateway import (
+    NPM_TOKEN,
+    REGISTRY_PASSWORD,
+    gateway_process,
+    write_config,
+    write_github_config,
+)
 
 
 def test_logs_never_carry_tokens_or_secrets(
@@ -51,3 +58,35 @@ def test_sigterm_exits_zero(issuer: FakeIssuer, ca: TestCA, config_dir: Path) ->
             assert client.get("/healthz").status_code == 200
         code, _out, err = gateway.stop()
     assert code == 0, err
+
+
+def test_github_credentials_never_reach_logs(
+    issuer: FakeIssuer,
+    github: FakeGitHub,
+    app_credentials: AppCredentials,
+    ca: TestCA,
+    config_dir: Path,
+) -> None:
+    (config_dir / "app.pem").write_text(app_credentials.pem_pkcs1, encoding="utf-8")
+    assert github.api_url is not None
+    path = write_github_config(config_dir, issuer.url, github.api_url, mode="app")
+    answers: list[str] = []
+    with gateway_process(path, ca) as gateway:
+        with gateway.client() as client:
+            headers = {"Authorization": f"Bearer {issuer.mint()}"}
+            for endpoint, body in (("/register", {}), ("/remove", {}), ("/jitconfig", {}),
+                                   ("/token", {}), ("/token", {"permissions": {"x": "read"}})):  # fmt: skip
+                answers.append(client.post(endpoint, json=body, headers=headers).text)
+            github.fail("apps/create-installation-access-token", 422, {
+                "message": f"echo {app_credentials.pem_pkcs1[:60]}", "documentation_url": "x"})  # fmt: skip
+            answers.append(client.post("/token", json={}, headers=headers).text)
+        code, out, err = gateway.stop()
+    assert code == 0
+    minted = github.minted_secrets()
+    assert len(minted) >= 5  # PAT, two PEM forms, runner tokens, JIT config, installation token
+    logs = out + err
+    for secret in minted:
+        for line in secret.strip().splitlines():
+            if len(line) > 20 and "-----" not in line:
+                assert line not in logs
+    assert all("PRIVATE KEY" not in answer for answer in answers)

@@ -36,9 +36,11 @@ API_VERSION = "2022-11-28"
 MEDIA_TYPE = "application/vnd.github+json"
 UNAVAILABLE_RETRY_AFTER = 5
 DEFAULT_RATE_LIMIT_WAIT = 60
-# Anything that looks like a GitHub token or a JWT never reaches a message.
+# Anything credential-shaped never reaches a message: GitHub tokens, JWTs, PEM
+# blocks (from the marker on), and any long base64-looking run.
 _CREDENTIAL = re2.compile(
-    r"(gh[pousr]_[A-Za-z0-9_.\-]+|github_pat_[A-Za-z0-9_]+|eyJ[A-Za-z0-9_.\-]+)"
+    r"gh[pousr]_[A-Za-z0-9_.\-]+|github_pat_[A-Za-z0-9_]+|eyJ[A-Za-z0-9_.\-]+"
+    r"|-----BEGIN[\s\S]*|[A-Za-z0-9+/=_\-]{32,}"
 )
 
 

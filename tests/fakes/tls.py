@@ -1,23 +1,21 @@
 """A test certificate authority and a uvicorn server on a background thread.
 
 Every fake (issuer, GitHub) is a real ASGI app served over real TLS on
-loopback, so the gateway's HTTP client, certificate checks and timeouts are
-exercised exactly as in production.
+loopback by the same thread server the demo uses, so the gateway's HTTP
+client, certificate checks and timeouts are exercised exactly as in production.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-import uvicorn
 from starlette.types import ASGIApp
+
+from exchanger.demo import serve_in_thread
 
 
 @dataclass(frozen=True)
@@ -46,60 +44,17 @@ class TestCA:
         return cls(ca=ca, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
 
-def free_socket() -> socket.socket:
-    """A loopback socket bound to a free port, ready to hand to uvicorn."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @dataclass
 class RunningServer:
-    """Where a background server listens, and its event loop for scheduling."""
+    """Where a background server listens."""
 
     url: str
     port: int
-    loop: asyncio.AbstractEventLoop
-
-
-class _ThreadServer(uvicorn.Server):
-    """A uvicorn server that says when it listens (uvicorn skips signals off the main thread)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
 
 
 @contextmanager
 def serve_tls(app: ASGIApp, ca: TestCA, *, lifespan: str = "off") -> Iterator[RunningServer]:
     """Serve `app` over HTTPS on 127.0.0.1 in a daemon thread until the block exits."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        ssl_certfile=str(ca.cert_file),
-        ssl_keyfile=str(ca.key_file),
-        log_level="warning",
-        lifespan=lifespan,  # type: ignore[arg-type]
-        timeout_graceful_shutdown=1,
-    )
-    server = _ThreadServer(config)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True
-    )
-    thread.start()
-    if not server.ready.wait(timeout=10):
-        raise RuntimeError("test server did not start")
-    try:
-        yield RunningServer(url=f"https://127.0.0.1:{port}", port=port, loop=loop)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        loop.close()
-        sock.close()
+    tls = {"ssl_certfile": str(ca.cert_file), "ssl_keyfile": str(ca.key_file)}
+    with serve_in_thread(app, lifespan=lifespan, timeout_graceful_shutdown=1, **tls) as address:
+        yield RunningServer(url=f"https://{address}", port=int(address.rpartition(":")[2]))
