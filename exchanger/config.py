@@ -352,7 +352,9 @@ def _source(
         return Secret(value, f"{what}: env {ref}")
     file = origin.base / ref
     try:
-        text = file.read_text(encoding="utf-8")
+        # Bytes, not read_text(): universal newlines would turn every `\r` of the
+        # secret into `\n`; only one trailing newline is the file's.
+        text = file.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         spec.error(kind, f"{what}: cannot read file {ref} ({exc.__class__.__name__})")
         return None

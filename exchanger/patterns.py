@@ -53,8 +53,13 @@ def claim_text(value: Any) -> str | None:
 
 
 def compile_regex(expression: str) -> Any:
-    """Compile an RE2 expression for full matching, anchored as one group."""
+    """Compile an RE2 expression for full matching, anchored as one group.
+
+    The expression is compiled on its own first: an unbalanced `)` could
+    otherwise close the wrapper, e.g. `main)|(.*` → `(?:main)|(.*)`.
+    """
     try:
+        re2.compile(expression, _OPTIONS)
         return re2.compile(f"(?:{expression})", _OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc

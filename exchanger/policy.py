@@ -5,6 +5,13 @@ matching `allow` policy covers the whole request on its own; grants of
 different policies are never merged. The first covering allow policy in file
 order supplies the defaults (repositories, permissions, labels…). No policy,
 no exchange.
+
+A `deny` policy covers a request that asks for *anything* its grants name: a
+caller cannot slip past it by adding a repository, a permission or a label to
+what it asks for. Whatever the request leaves to defaults is assumed to touch
+the deny (the defaults come from an allow policy the deny cannot see), and a
+dimension the deny grant leaves open (no `runner_groups`, no `labels`,
+`repositories: "*"`) covers every value.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from exchanger.identity import Identity
-from exchanger.patterns import ascii_lower, claim_text
+from exchanger.patterns import NamePattern, ascii_lower, claim_text
+from exchanger.permissions import RANK
 from exchanger.permissions import covers as level_covers
-from exchanger.policy_config import InstallationGrant, NamePattern, Policy, RunnerGrant
+from exchanger.policy_config import InstallationGrant, Policy, RunnerGrant
 from exchanger.request import (
     InstallationRequest,
     Request,
@@ -114,6 +122,8 @@ def _coverage(policy: Policy, claims: Mapping[str, Any], request: Request) -> tu
     grants = policy.grants
     if grants.empty:
         return (None,)  # a deny policy without grants covers everything
+    if policy.effect == "deny":
+        return (None,) if _deny_touches(policy, claims, request) else None
     if isinstance(request, SecretRequest):
         if grants.secrets is not None and _any_match(grants.secrets, claims, request.name):
             return (None,)
@@ -126,11 +136,47 @@ def _coverage(policy: Policy, claims: Mapping[str, Any], request: Request) -> tu
 
 
 def _any_match(patterns: tuple[NamePattern, ...], claims: Mapping[str, Any], name: str) -> bool:
-    for entry in patterns:
-        pattern = entry.bind(claims)
-        if pattern is not None and pattern.matches(name):
-            return True
-    return False
+    """True when an entry matches `name`; a placeholder without a value voids them all."""
+    bound = [entry.bind(claims) for entry in patterns]
+    if any(pattern is None for pattern in bound):
+        return False  # the whole grant kind does not apply (SPEC: templates)
+    return any(pattern is not None and pattern.matches(name) for pattern in bound)
+
+
+def _deny_touches(policy: Policy, claims: Mapping[str, Any], request: Request) -> bool:
+    """Whether `request` asks for anything the deny policy's grants name."""
+    grants = policy.grants
+    if isinstance(request, SecretRequest):
+        return grants.secrets is not None and _any_match(grants.secrets, claims, request.name)
+    if isinstance(request, RunnerRequest):
+        runner = grants.runner
+        if runner is None or request.action not in runner.actions:
+            return False
+        if not _any_match(runner.scopes, claims, request.scope):
+            return False
+        groups, group = runner.runner_groups, request.runner_group
+        if groups is not None and group is not None and group not in groups:
+            return False
+        labels, asked = runner.labels, request.labels
+        return labels is None or asked is None or not set(labels).isdisjoint(asked)
+    installation = grants.installation
+    if installation is None:
+        return False
+    owner = installation.owner.render(claims)
+    if owner is None or ascii_lower(owner) != request.owner:
+        return False
+    granted = _granted_repositories(installation, claims, request.owner)
+    if granted is False or granted == ():
+        return False
+    wanted = request.repositories
+    if granted is not None and isinstance(wanted, tuple) and set(granted).isdisjoint(wanted):
+        return False
+    if request.permissions is None:
+        return True
+    return any(
+        name in installation.permissions and RANK[level] >= RANK[installation.permissions[name]]
+        for name, level in request.permissions.items()
+    )
 
 
 def _runner_terms(
@@ -138,10 +184,8 @@ def _runner_terms(
 ) -> tuple[Terms] | None:
     if request.action not in grant.actions:
         return None
-    if any(entry.bind(claims) is None for entry in grant.scopes):
-        return None  # a placeholder without a value voids the whole runner grant
     if not _any_match(grant.scopes, claims, request.scope):
-        return None
+        return None  # also when a placeholder without a value voids the whole runner grant
     group = request.runner_group
     if scope_kind(request.scope) == "repository":
         group = None  # repository runners always join the default group

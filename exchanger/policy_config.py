@@ -7,7 +7,7 @@ too, while the YAML lines are still at hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -36,10 +36,12 @@ _GRANT_KEYS = frozenset({"secrets", "runner", "installation"})
 _RUNNER_KEYS = frozenset({"scopes", "actions", "runner_groups", "labels"})
 _INSTALLATION_KEYS = frozenset({"owner", "repositories", "permissions"})
 _ID_FOR = {"repository": "repository_id", "repository_owner": "repository_owner_id"}
-# A regex on an owner or repository is safe only when a literal owner leads it.
+# A regex on an owner or repository is safe only when a literal owner leads every
+# top-level branch: `octo-org/.*`, `(octo-org|octo-labs)/.*`, `octo-org/a|octo-labs/b`.
+_OWNER_LITERAL = r"(?:\((?:\?:)?[A-Za-z0-9-]+(?:\|[A-Za-z0-9-]+)*\)|[A-Za-z0-9-]+)"
 _ANCHORED = {
-    "repository": re2.compile(r"\(?(?:\?:)?[A-Za-z0-9-]+(?:\|[A-Za-z0-9-]+)*\)?/.*"),
-    "repository_owner": re2.compile(r"\(?(?:\?:)?[A-Za-z0-9-]+(?:\|[A-Za-z0-9-]+)*\)?"),
+    "repository": re2.compile(_OWNER_LITERAL + "/.*"),
+    "repository_owner": re2.compile(_OWNER_LITERAL),
 }
 
 
@@ -110,7 +112,7 @@ def load_policies(root: Section, context: Context) -> tuple[Policy, ...]:
     if inline is not None:
         policies.extend(_policy_list(inline, root.file, root.problems, context))
     for pattern, line in root.strings("policy_files") or []:
-        files = sorted(context.base.glob(pattern))
+        files = _glob(context.base, pattern)
         if not files:
             root.problems.warn(root.file, line, f"policy_files: {pattern!r} matches no file")
         for path in files:
@@ -118,14 +120,25 @@ def load_policies(root: Section, context: Context) -> tuple[Policy, ...]:
     seen: dict[str, str] = {}
     for policy in policies:
         if policy.name in seen:
-            file, _, line = policy.location.rpartition(":")
+            file, _, row = policy.location.rpartition(":")
             root.problems.error(
                 file,
-                int(line),
+                int(row),
                 f"policy name {policy.name!r} is already used at {seen[policy.name]}",
             )
         seen.setdefault(policy.name, policy.location)
     return tuple(policies)
+
+
+def _glob(base: Path, pattern: str) -> list[Path]:
+    """Files matching `pattern`, relative to `base` unless it is absolute."""
+    path = Path(pattern)
+    if path.is_absolute():
+        base, pattern = Path(path.anchor), str(path.relative_to(path.anchor))
+    try:
+        return sorted(base.glob(pattern))
+    except ValueError:  # e.g. an absolute pattern naming only the root
+        return []
 
 
 def _policy_file(path: Path, root: Section, context: Context) -> list[Policy]:
@@ -155,7 +168,9 @@ def _policy_list(items: YList, file: str, problems: Problems, context: Context) 
 def _policy(section: Section, context: Context) -> Policy | None:
     section.only(_POLICY_KEYS)
     name = section.get("name", str, required=True)
-    if name is not None:
+    if name == "":
+        section.error("name", "must not be empty")
+    elif name is not None:
         section.path = f"policy {name!r}"
     effect = section.get("effect", str) or "allow"
     if effect not in ("allow", "deny"):
@@ -209,27 +224,90 @@ def _claim_patterns(section: Section, claim: str, raw: Any) -> tuple[Pattern, ..
     if not items:
         section.error(claim, "needs at least one pattern")
         return None
+    # Each list item's own line, so a problem points at the offending pattern.
+    lines = raw.lines if isinstance(raw, YList) else [section.line(claim)] * len(items)
+    where = f"{section.path}.{claim}"
     patterns = []
-    for item in items:
+    for item, line in zip(items, lines, strict=True):
         text = _yaml_scalar_text(item)
         if text is None:
-            section.error(claim, "patterns must be strings, integers or booleans")
+            section.problems.error(
+                section.file, line, f"{where}: patterns must be strings, integers or booleans"
+            )
             continue
         try:
             pattern = Pattern.compile(text, fold=claim in CASE_INSENSITIVE_CLAIMS)
         except PatternError as exc:
-            section.error(claim, str(exc))
+            section.problems.error(section.file, line, f"{where}: {exc}")
             continue
         anchor = _ANCHORED.get(claim)
-        if anchor is not None and pattern.regex is not None:
-            if anchor.fullmatch(text[len(REGEX_PREFIX) :]) is None:
-                section.warn(
-                    claim,
-                    f"{section.path}: {text!r} is not anchored to a literal owner; "
-                    "anyone could create a matching account",
-                )
+        expression = text[len(REGEX_PREFIX) :]
+        if anchor is not None and pattern.regex is not None and not _anchored(expression, anchor):
+            section.problems.warn(
+                section.file,
+                line,
+                f"{section.path}: {text!r} is not anchored to a literal owner; "
+                "anyone could create a matching account",
+            )
         patterns.append(pattern)
     return tuple(patterns) if len(patterns) == len(items) else None
+
+
+def _anchored(expression: str, anchor: Any) -> bool:
+    """Whether every top-level branch of `expression` starts with a literal owner."""
+    for branch in _branches(expression):
+        body = branch.removeprefix("^")
+        if body.endswith("$") and not body.endswith("\\$"):
+            body = body[:-1]
+        inner = _group_body(body)
+        if inner is not None:
+            if not _anchored(inner, anchor):
+                return False
+        elif anchor.fullmatch(body) is None:
+            return False
+    return True
+
+
+def _structure(expression: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, group depth) of the unescaped characters outside classes."""
+    depth, i = 0, 0
+    while i < len(expression):
+        char = expression[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i += 2 if expression[i + 1 : i + 2] == "^" else 1
+            i += 1 if expression[i : i + 1] == "]" else 0
+            while i < len(expression) and expression[i] != "]":
+                i += 2 if expression[i] == "\\" else 1
+            i += 1
+            continue
+        if char == ")":
+            depth -= 1
+        yield i, char, depth
+        if char == "(":
+            depth += 1
+        i += 1
+
+
+def _branches(expression: str) -> list[str]:
+    cuts = [i for i, char, depth in _structure(expression) if char == "|" and depth == 0]
+    starts = [0, *(i + 1 for i in cuts)]
+    ends = [*cuts, len(expression)]
+    return [expression[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def _group_body(branch: str) -> str | None:
+    """The inside of `(…)` / `(?:…)` when that group is the whole branch."""
+    if not branch.startswith("("):
+        return None
+    for i, char, depth in _structure(branch):
+        if char == ")" and depth == 0:
+            if i != len(branch) - 1:
+                return None
+            return branch[1:-1].removeprefix("?:")
+    return None
 
 
 def _yaml_scalar_text(value: Any) -> str | None:
@@ -280,13 +358,11 @@ def _secret_grant(grants: Section, context: Context) -> tuple[NamePattern, ...] 
         return None
     for pattern, line in names:
         static = pattern.static
-        if static is not None and static.exact is not None:
-            if static.exact not in context.secret_names:
-                grants.problems.warn(
-                    grants.file,
-                    line,
-                    f"{grants.path} names secret {static.exact!r}, which is not configured",
-                )
+        exact = None if static is None else static.exact
+        if exact is not None and exact not in context.secret_names:
+            grants.problems.warn(
+                grants.file, line, f"{grants.path} names secret {exact!r}, which is not configured"
+            )
     return tuple(p for p, _ in names)
 
 

@@ -123,8 +123,10 @@ def installation_request(body: Any, default_owner: str | None) -> InstallationRe
 
 
 def _repositories(value: Any, owner: str) -> tuple[str, ...] | Literal["*"] | None:
-    if value is None or value == "*":
-        return value
+    if value is None:
+        return None
+    if value == "*":
+        return "*"
     if not isinstance(value, list) or not value:
         raise InvalidRequest("repositories must be '*' or a non-empty list of names")
     if len(value) > MAX_REPOSITORIES:

@@ -73,7 +73,7 @@ _POLICY = {
                 },
                 "installation": {
                     "type": "object",
-                    "required": ["permissions"],
+                    "required": ["repositories", "permissions"],
                     "additionalProperties": False,
                     "properties": {
                         "owner": {"type": "string", "minLength": 1},

@@ -15,10 +15,11 @@ import yaml
 
 
 class YMap(dict[Any, Any]):
-    """A mapping that knows its own line and the line of each value."""
+    """A mapping that knows its own line, the line of each value and of each key."""
 
     line: int
     lines: dict[Any, int]
+    key_lines: dict[Any, int]
 
 
 class YList(list[Any]):
@@ -45,6 +46,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> YMap:
     result = YMap()
     result.line = node.start_mark.line + 1
     result.lines = {}
+    result.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
@@ -53,6 +55,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> YMap:
             raise YamlError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
         result[key] = loader.construct_object(value_node, deep=True)
         result.lines[key] = value_node.start_mark.line + 1
+        result.key_lines[key] = key_node.start_mark.line + 1
     return result
 
 
@@ -117,9 +120,16 @@ class Section:
         self.problems.warn(self.file, self.line(key), message)
 
     def only(self, allowed: frozenset[str]) -> None:
+        """Unknown keys are errors at the key's own line (its value may start lower)."""
+        key_lines: dict[Any, int] = getattr(self.data, "key_lines", {})
         for key in self.data:
             if key not in allowed:
-                self.error(key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+                name = f"{self.path}.{key}" if self.path else key
+                self.problems.error(
+                    self.file,
+                    key_lines.get(key, self.line(key)),
+                    f"{name}: unknown key (allowed: {', '.join(sorted(allowed))})",
+                )
 
     def sub(self, key: str, *, required: bool = False) -> Section | None:
         value = self.data.get(key)
