@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from joserfc.jwk import RSAKey
+
 from exchanger import policy_config, yamlsource
 from exchanger.errors import ConfigError
 from exchanger.patterns import Pattern, PatternError
@@ -65,6 +67,7 @@ class GitHubAppConfig:
     id: int
     private_key: Secret
     installation_id: int | None = None
+    signing_key: RSAKey | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     context = policy_config.Context(
         base=path.parent,
         github_app=github is not None and github.app is not None,
+        github_token=github is not None and github.token is not None,
         secret_names=frozenset(secrets),
         issuer_count=len(issuers),
     )
@@ -298,9 +302,23 @@ def _github_app(section: Section, origin: _Origin) -> GitHubAppConfig | None:
         if app is None:
             section.error("app", "GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY must be set together")
         return None
-    if "-----BEGIN" not in key.value:
-        section.error("app", "private_key is not a PEM-encoded key")
-    return GitHubAppConfig(id=app_id, private_key=key, installation_id=installation_id)
+    signing_key = _rsa_private_key(key.value)
+    if signing_key is None:
+        where, field_name = (app, "private_key") if app is not None else (section, "app")
+        where.error(field_name, f"not an RSA private key in PEM (PKCS#1 or PKCS#8): {key.origin}")
+    return GitHubAppConfig(
+        id=app_id, private_key=key, installation_id=installation_id, signing_key=signing_key
+    )
+
+
+def _rsa_private_key(pem: str) -> RSAKey | None:
+    """The App key, parsed once at load: PKCS#1 or PKCS#8 PEM, CRLF line endings tolerated."""
+    text = pem.replace("\r\n", "\n").strip() + "\n"
+    try:
+        key = RSAKey.import_key(text)
+    except Exception:  # noqa: BLE001 - any failure means "not a key"; its message may echo it
+        return None
+    return key if key.is_private else None
 
 
 def _env_int(section: Section, env: Mapping[str, str], name: str) -> int | None:

@@ -101,6 +101,7 @@ class Context:
 
     base: Path
     github_app: bool
+    github_token: bool
     secret_names: frozenset[str]
     issuer_count: int
 
@@ -327,6 +328,7 @@ def _grants(section: Section, context: Context) -> Grants | None:
     secrets = _secret_grant(grants, context)
     runner = _runner_grant(grants, context)
     installation = _installation_grant(grants)
+    _lint_github_grants(grants, context)
     if section.problems.errors and any(
         k in grants.data and v is None
         for k, v in (("secrets", secrets), ("runner", runner), ("installation", installation))
@@ -364,6 +366,19 @@ def _secret_grant(grants: Section, context: Context) -> tuple[NamePattern, ...] 
                 grants.file, line, f"{grants.path} names secret {exact!r}, which is not configured"
             )
     return tuple(p for p, _ in names)
+
+
+def _lint_github_grants(grants: Section, context: Context) -> None:
+    """GitHub grants need a `github` section, and installation tokens need an App."""
+    for kind in ("runner", "installation"):
+        if kind in grants.data and not (context.github_app or context.github_token):
+            grants.error(kind, "grants a GitHub credential, but no `github` section is configured")
+    if "installation" in grants.data and context.github_token:
+        grants.warn(
+            "installation",
+            f"{grants.path}: installation tokens need a GitHub App; with a token this "
+            "grant always answers 400",
+        )
 
 
 def _runner_grant(grants: Section, context: Context) -> RunnerGrant | None:

@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger import cli
 
@@ -40,6 +42,15 @@ policies:
     claims:
       event_name: [pull_request, pull_request_target]
 """
+APP_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    .decode()
+)
 CLAIMS: dict[str, Any] = {
     "iss": "https://token.actions.githubusercontent.com",
     "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
@@ -54,7 +65,10 @@ CLAIMS: dict[str, Any] = {
 
 @pytest.fixture(autouse=True)
 def _no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EXCHANGER_CONFIG; a GitHub App from the environment for the GitHub grants."""
     monkeypatch.delenv("EXCHANGER_CONFIG", raising=False)
+    monkeypatch.setenv("GITHUB_APP_ID", "12345")
+    monkeypatch.setenv("GITHUB_APP_PRIVATE_KEY", APP_PEM)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -165,7 +179,7 @@ def test_check_never_touches_the_network(
             "https://token.actions.githubusercontent.com",
             "https://issuer.invalid\n    jwks_uri: https://127.0.0.1:9/jwks",
         )
-        + "github: {api_url: 'https://ghes.invalid/api/v3', token: {value: t}}\n"
+        + "github: {api_url: 'https://ghes.invalid/api/v3'}\n"
     )
     code, out, err = run(capsys, "check", "--config", str(write_config(tmp_path, text)))
     assert (code, err) == (0, "")

@@ -35,6 +35,12 @@ def _pem() -> str:
 
 PEM = _pem()
 ENV_PEM = _pem()
+PUBLIC_PEM = (
+    serialization.load_pem_private_key(PEM.encode(), None)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 PEM_CANARY = PEM.splitlines()[5]  # a line of the key's body: never in an error or a repr
 
 
@@ -45,8 +51,13 @@ def write(directory: Path, text: str, name: str = "exchanger.yaml") -> Path:
     return path
 
 
+#: By default a GITHUB_TOKEN overlay supplies the `github` section runner and
+#: installation grants need; tests of the environment pass their own.
+GITHUB_ENV = {"GITHUB_TOKEN": "not-a-real-token"}
+
+
 def load(directory: Path, text: str, environ: Mapping[str, str] | None = None) -> Config:
-    return config.load(write(directory, text), environ={} if environ is None else environ)
+    return config.load(write(directory, text), environ=GITHUB_ENV if environ is None else environ)
 
 
 def problems(directory: Path, text: str, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -924,3 +935,38 @@ def test_all_warnings_have_the_file_line_warning_format(tmp_path: Path) -> None:
     found = warnings(tmp_path, text)
     assert len(found) >= 6
     assert all(re.fullmatch(WARNING_FORMAT, w) for w in found), found
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("not a key at all", id="garbage"),
+        pytest.param(
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----", id="bad-pem"
+        ),
+        pytest.param(PUBLIC_PEM, id="public-key"),
+    ],
+)
+def test_github_app_key_must_be_an_rsa_private_key(tmp_path: Path, value: str) -> None:
+    text = ISSUERS + "github:\n  app:\n    id: 1\n    private_key: {env: K}\n"
+    problem = one_problem(tmp_path, text, {"K": value})
+    assert problem.startswith(f"{tmp_path / 'exchanger.yaml'}:7: ")
+    assert "not an RSA private key" in problem
+    assert "AAAA" not in problem
+
+
+@pytest.mark.parametrize("kind", ["runner", "installation"])
+def test_github_grant_without_github_section_is_an_error(tmp_path: Path, kind: str) -> None:
+    grants = {
+        "runner": "{runner: {scopes: ['${repository}']}}",
+        "installation": "{installation: {repositories: '*', permissions: {contents: read}}}",
+    }[kind]
+    problem = one_problem(tmp_path, with_policy(ID_CLAIMS, grants), environ={})
+    assert f"grants.{kind}" in problem
+    assert "no `github` section" in problem
+
+
+def test_installation_grant_in_token_mode_warns(tmp_path: Path) -> None:
+    grants = "{installation: {repositories: '*', permissions: {contents: read}}}"
+    found = warnings(tmp_path, with_policy(ID_CLAIMS, grants))
+    assert any("installation tokens need a GitHub App" in w for w in found), found

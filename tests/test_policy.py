@@ -57,6 +57,7 @@ def engine(
             for name in ("x", "y", "registry", "npm-a", "production-creds")
         },
         "policies": list(policies),
+        "github": {"token": {"value": "not-a-real-token"}},
     }
     if files:
         (directory / "policies.d").mkdir()

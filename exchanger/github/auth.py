@@ -20,10 +20,9 @@ from typing import Any, Protocol
 
 from cachetools import TTLCache
 from joserfc import jwt
-from joserfc.jwk import RSAKey
 
 from exchanger.config import GitHubAppConfig
-from exchanger.errors import ConfigError, UpstreamError
+from exchanger.errors import UpstreamError
 from exchanger.github.client import GitHubClient
 
 JWT_BACKDATE = 60
@@ -81,7 +80,8 @@ class AppCredentials:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._app = app
-        self._key = load_private_key(app.private_key.value)
+        assert app.signing_key is not None, "config.load parses the App key"
+        self._key = app.signing_key
         self._github = github
         self._clock = clock
         self._jwt: tuple[str, float] | None = None
@@ -181,15 +181,6 @@ class AppCredentials:
         token = await self.mint(installation, repos, {permission: "write"})
         self._runner_tokens[key] = token
         return token.token
-
-
-def load_private_key(pem: str) -> RSAKey:
-    """Parse the App key: PKCS#1 or PKCS#8 PEM, CRLF line endings tolerated."""
-    text = pem.replace("\r\n", "\n").strip() + "\n"
-    try:
-        return RSAKey.import_key(text)
-    except Exception:  # noqa: BLE001 - the message must not echo the key
-        raise ConfigError(["github.app.private_key: not a valid RSA private key PEM"]) from None
 
 
 def _installation_token(body: Any) -> InstallationToken:
