@@ -316,7 +316,7 @@ def _rsa_private_key(pem: str) -> RSAKey | None:
     text = pem.replace("\r\n", "\n").strip() + "\n"
     try:
         key = RSAKey.import_key(text)
-    except Exception:  # noqa: BLE001 - any failure means "not a key"; its message may echo it
+    except Exception:
         return None
     return key if key.is_private else None
 

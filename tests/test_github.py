@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.github import AppCredentials, FakeGitHub
+from tests.fakes.github import AppCredentials, FakeGitHub, run_fake_github
 from tests.fakes.issuer import FakeIssuer
 from tests.fakes.tls import TestCA
 from tests.gateway import (
@@ -19,6 +20,7 @@ from tests.gateway import (
     PAT,
     Gateway,
     running_gateway,
+    ssl_context,
     write_github_config,
 )
 
@@ -91,7 +93,9 @@ def test_runner_tokens(
     answer = response.json()
     assert set(answer) == {"token", "expires_at"}
     assert re.fullmatch(r"[A-Z0-9]{29}", answer["token"])
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)", answer["expires_at"])
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)", answer["expires_at"]
+    )
     assert response.headers["cache-control"] == "no-store"
     assert minting_calls(github) == [github_path]
 
@@ -163,9 +167,7 @@ def test_enterprise_scope_needs_a_token_not_an_app(
         assert github.requests == []
     else:
         assert response.status_code == 200, response.text
-        assert minting_calls(github) == [
-            "/enterprises/octo-ent/actions/runners/registration-token"
-        ]
+        assert minting_calls(github) == ["/enterprises/octo-ent/actions/runners/registration-token"]
 
 
 def test_runner_scopes_guard_applies_on_top_of_policies(
@@ -189,7 +191,9 @@ def jit_body(github: FakeGitHub) -> dict[str, Any]:
     return body
 
 
-def test_jitconfig_defaults(github_gateway: Gateway, github: FakeGitHub, issuer: FakeIssuer) -> None:
+def test_jitconfig_defaults(
+    github_gateway: Gateway, github: FakeGitHub, issuer: FakeIssuer
+) -> None:
     response = post(github_gateway, "/jitconfig", issuer.mint(), {})
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -332,7 +336,9 @@ def test_installation_token_all_repositories(
         pytest.param({"repositories": ["secret-repo"]}, 403, id="ungranted-repository"),
         pytest.param({"repositories": "*"}, 403, id="all-not-granted"),
         pytest.param({"owner": "other-org"}, 403, id="other-owner"),
-        pytest.param({"permissions": {"contents": "read", "issues": "write"}}, 403, id="one-too-high"),
+        pytest.param(
+            {"permissions": {"contents": "read", "issues": "write"}}, 403, id="one-too-high"
+        ),
         pytest.param({"permissions": {"made_up": "read"}}, 400, id="unknown-permission"),
         pytest.param({"permissions": {"contents": "owner"}}, 400, id="unknown-level"),
         pytest.param({"repositories": ["other-org/docs"]}, 400, id="repository-of-other-owner"),
@@ -436,9 +442,14 @@ REGISTRATION = "actions/create-registration-token-for-repo"
         pytest.param(
             lambda g: g.secondary_rate_limit(REGISTRATION), 429, "rate_limited", id="secondary"
         ),
-        pytest.param(lambda g: g.delay(REGISTRATION, 5, times=1), 503, "upstream_unavailable", id="timeout"),
         pytest.param(
-            lambda g: g.reset_connection(REGISTRATION, times=1), 503, "upstream_unavailable", id="reset"
+            lambda g: g.delay(REGISTRATION, 5, times=1), 503, "upstream_unavailable", id="timeout"
+        ),
+        pytest.param(
+            lambda g: g.reset_connection(REGISTRATION, times=1),
+            503,
+            "upstream_unavailable",
+            id="reset",
         ),
     ],
 )
@@ -496,3 +507,53 @@ def test_runner_group_listing_is_paginated_and_cached(
             assert post(gateway, "/jitconfig", issuer.mint(), body).status_code == 200
     listings = [r for r in github.requests if r.path.endswith("runner-groups")]
     assert len(listings) == 1
+
+
+def test_concurrent_installation_lookups_share_one_request(
+    fresh_gateway: FreshGateway, github: FakeGitHub, issuer: FakeIssuer
+) -> None:
+    async def burst(gateway: Gateway) -> list[int]:
+        headers = {"Authorization": f"Bearer {issuer.mint()}"}
+        async with httpx.AsyncClient(
+            base_url=gateway.url, verify=ssl_context(gateway.ca), timeout=10
+        ) as client:
+            answers = await asyncio.gather(
+                *(client.post("/token", json={}, headers=headers) for _ in range(10))
+            )
+        return [a.status_code for a in answers]
+
+    with fresh_gateway("app") as gateway:
+        statuses = asyncio.run(burst(gateway))
+    assert statuses == [200] * 10
+    lookups = [r for r in github.requests if r.path.endswith("/installation")]
+    assert len(lookups) == 1
+
+
+def test_a_failed_get_is_retried_once(
+    fresh_gateway: FreshGateway, github: FakeGitHub, issuer: FakeIssuer
+) -> None:
+    github.fail("actions/list-self-hosted-runner-groups-for-org", 500, times=1)
+    with fresh_gateway("pat") as gateway:
+        body = {"scope": "octo-org", "runner_group": "gpu"}
+        response = post(gateway, "/jitconfig", issuer.mint(), body)
+    assert response.status_code == 200, response.text
+    listings = [r for r in github.requests if r.path.endswith("runner-groups")]
+    assert len(listings) == 2
+
+
+def test_github_enterprise_server_api_prefix(
+    issuer: FakeIssuer, app_credentials: AppCredentials, ca: TestCA, tmp_path: Path
+) -> None:
+    ghes = FakeGitHub(app=app_credentials, pat=PAT, installations={"octo-org": 7}, prefix="/api/v3")
+    with run_fake_github(ca, ghes) as (fake, _server):
+        assert fake.api_url is not None
+        assert fake.api_url.endswith("/api/v3")
+        (tmp_path / "app.pem").write_text(app_credentials.pem_pkcs1, encoding="utf-8")
+        path = write_github_config(tmp_path, issuer.url, fake.api_url, mode="app")
+        with running_gateway(path, ca) as gateway:
+            register = post(gateway, "/register", issuer.mint())
+            minted = post(gateway, "/token", issuer.mint(), {})
+        assert register.status_code == 200, register.text
+        assert minted.json()["installation_id"] == 7
+        assert all(r.path.startswith("/api/v3/") for r in fake.requests)
+        assert fake.violations == []

@@ -74,11 +74,17 @@ def test_github_credentials_never_reach_logs(
     with gateway_process(path, ca) as gateway:
         with gateway.client() as client:
             headers = {"Authorization": f"Bearer {issuer.mint()}"}
-            for endpoint, body in (("/register", {}), ("/remove", {}), ("/jitconfig", {}),
-                                   ("/token", {}), ("/token", {"permissions": {"x": "read"}})):  # fmt: skip
+            requests = [
+                ("/register", {}),
+                ("/remove", {}),
+                ("/jitconfig", {}),
+                ("/token", {}),
+                ("/token", {"permissions": {"x": "read"}}),
+            ]
+            for endpoint, body in requests:
                 answers.append(client.post(endpoint, json=body, headers=headers).text)
-            github.fail("apps/create-installation-access-token", 422, {
-                "message": f"echo {app_credentials.pem_pkcs1[:60]}", "documentation_url": "x"})  # fmt: skip
+            echo = {"message": f"echo {app_credentials.pem_pkcs1[:60]}", "documentation_url": "x"}
+            github.fail("apps/create-installation-access-token", 422, echo)
             answers.append(client.post("/token", json={}, headers=headers).text)
         code, out, err = gateway.stop()
     assert code == 0
