@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -24,24 +24,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchanger import audit, secrets
-from exchanger.config import Config, GitHubConfig
+from exchanger import audit, metrics, secrets
+from exchanger.config import Config
 from exchanger.errors import (
     AccessDenied,
     ExchangerError,
     InvalidRequest,
     MissingToken,
     RequestTooLarge,
-    UpstreamUnavailable,
 )
-from exchanger.github.auth import AppCredentials, Credentials, TokenCredentials
-from exchanger.github.client import GitHubClient
+from exchanger.gateway import Gateway, Runtime
 from exchanger.github.installations import installation_token
-from exchanger.github.runners import Runners
 from exchanger.http import make_client
 from exchanger.identity import Identity
-from exchanger.jwks import IssuerKeys
-from exchanger.policy import Decision, Engine, InstallationTerms, RunnerTerms
+from exchanger.policy import Decision, InstallationTerms, RunnerTerms
 from exchanger.request import Request as Ask
 from exchanger.request import (
     RunnerAction,
@@ -49,53 +45,11 @@ from exchanger.request import (
     installation_request,
     runner_request,
 )
-from exchanger.verify import Verifier
 
 log = logging.getLogger("exchanger")
 
 _REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
-
-
-@dataclass
-class Gateway:
-    """Everything a request needs, built from one config."""
-
-    config: Config
-    engine: Engine
-    keys: dict[str, IssuerKeys]
-    verifier: Verifier
-    github: GitHub | None
-
-    @classmethod
-    def build(cls, config: Config, client: httpx.AsyncClient) -> Gateway:
-        keys = {i.issuer: IssuerKeys(i, client) for i in config.issuers}
-        github = GitHub.build(config.github, client) if config.github else None
-        return cls(config, Engine(config.policies), keys, Verifier(keys), github)
-
-    @property
-    def ready(self) -> bool:
-        return all(k.ready for k in self.keys.values())
-
-
-@dataclass
-class GitHub:
-    """The GitHub side: one API client, the gateway's credential, the exchanges."""
-
-    client: GitHubClient
-    credentials: Credentials
-    runners: Runners
-
-    @classmethod
-    def build(cls, config: GitHubConfig, http: httpx.AsyncClient) -> GitHub:
-        client = GitHubClient(http, config.api_url, config.timeout_seconds)
-        credentials: Credentials
-        if config.app is not None:
-            credentials = AppCredentials(config.app, client)
-        else:
-            assert config.token is not None
-            credentials = TokenCredentials(config.token.value)
-        return cls(client, credentials, Runners(client, credentials))
 
 
 @dataclass
@@ -115,19 +69,20 @@ def create_app(config: Config) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with make_client() as client:
-            gateway = Gateway.build(config, client)
-            app.state.gateway = gateway
-            tasks = [asyncio.create_task(k.run()) for k in gateway.keys.values()]
+            runtime = Runtime(client, Gateway.build(config, client))
+            app.state.runtime = runtime
+            runtime.start()
+            hangup = _on_sighup(runtime)
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                hangup()
+                await runtime.stop()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/secrets/{name}", secret_object, methods=["GET"]),
         Route("/secrets/{name}/{field}", secret_field, methods=["GET"]),
         Route("/register", register, methods=["POST"]),
@@ -141,6 +96,27 @@ def create_app(config: Config) -> ASGIApp:
         exception_handlers={ExchangerError: on_error, HTTPException: on_http_error},
     )
     return with_request_id(app)
+
+
+def _on_sighup(runtime: Runtime) -> Callable[[], None]:
+    """Reload on SIGHUP; returns the undo. Only a process's main thread gets signals."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[bool]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(runtime.reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+    except (RuntimeError, ValueError):  # not the main thread (tests serve in a thread)
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
 
 
 def with_request_id(app: ASGIApp) -> ASGIApp:
@@ -203,11 +179,21 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = current(request)
     issuers = {name: keys.ready for name, keys in gateway.keys.items()}
     ready = all(issuers.values())
     body = {"status": "ready" if ready else "not ready", "issuers": issuers}
     return JSONResponse(body, 200 if ready else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+
+def current(request: Request) -> Gateway:
+    """The gateway for this request: read once, so a reload never splits a request."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.gateway
 
 
 async def secret_object(request: Request) -> Response:
@@ -250,7 +236,7 @@ async def _runner(gateway: Gateway, request: Request, body: bytes, ex: Exchange)
     decision = _decide(gateway, ex)
     if not gateway.config.runner_scopes.permits(ask.scope):
         raise AccessDenied()
-    runners = _github(gateway).runners
+    runners = gateway.require_github().runners
     if action == "jitconfig":
         assert isinstance(decision.terms, RunnerTerms)
         return JSONResponse(await runners.jitconfig(ask, decision.terms))
@@ -266,14 +252,8 @@ async def _installation(gateway: Gateway, request: Request, body: bytes, ex: Exc
     ex.ask = installation_request(parse_json(body), ex.identity.text("repository_owner"))
     decision = _decide(gateway, ex)
     assert isinstance(decision.terms, InstallationTerms)
-    github = _github(gateway)
-    return JSONResponse(await installation_token(github.credentials, decision.terms))
-
-
-def _github(gateway: Gateway) -> GitHub:
-    if gateway.github is None:
-        raise UpstreamUnavailable("GitHub is not configured on this gateway", retry_after=60)
-    return gateway.github
+    credentials = gateway.require_github().credentials
+    return JSONResponse(await installation_token(credentials, decision.terms))
 
 
 Handler = Callable[[Gateway, Request, bytes, Exchange], Awaitable[Response]]
@@ -282,7 +262,7 @@ Handler = Callable[[Gateway, Request, bytes, Exchange], Awaitable[Response]]
 async def exchange(request: Request, endpoint: str, handler: Handler) -> Response:
     """Run one exchange and write its audit line, whatever the outcome."""
     started = time.perf_counter()
-    gateway: Gateway = request.app.state.gateway
+    gateway = current(request)
     ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
     status = 500
     try:
@@ -297,6 +277,9 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
         status = exc.status
         raise
     finally:
+        elapsed = time.perf_counter() - started
+        metrics.EXCHANGES.labels(endpoint, "allow" if status < 400 else "deny", status).inc()
+        metrics.EXCHANGE_SECONDS.labels(endpoint).observe(elapsed)
         audit.record(
             request_id=ex.request_id,
             endpoint=endpoint,
@@ -304,7 +287,7 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
             policy=ex.decision.policy_name if ex.decision else None,
             request=ex.ask.describe() if ex.ask else None,
             identity=ex.identity,
-            duration_ms=(time.perf_counter() - started) * 1000,
+            duration_ms=elapsed * 1000,
         )
 
 

@@ -185,3 +185,14 @@ def write_github_config(
         "policy_files: [github-policies.yaml]\n"
     )
     return write_config(directory, issuer, section + textwrap.dedent(extra))
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (labels in any order), 0 when absent."""
+    wanted = {f'{k}="{v}"' for k, v in labels.items()}
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        metric, _, rest = series.partition("{")
+        if metric == name and set(filter(None, rest.rstrip("}").split(","))) == wanted:
+            return float(value)
+    return 0.0

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.fakes.issuer import FakeIssuer
-from tests.gateway import REGISTRY_PASSWORD, Gateway, running_gateway, write_config
+from tests.gateway import REGISTRY_PASSWORD, Gateway, running_gateway, sample, write_config
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -168,3 +168,22 @@ def test_audit_line_per_exchange_without_values(
     text = caplog.text
     assert REGISTRY_PASSWORD not in text
     assert token.split(".")[2] not in text
+
+
+def test_metrics_count_exchanges_by_endpoint_decision_status(
+    gateway: Gateway, issuer: FakeIssuer
+) -> None:
+    labels = {"endpoint": "secrets", "decision": "allow", "status": "200"}
+    before = sample(get(gateway, "/metrics").text, "exchanger_exchanges_total", **labels)
+    get(gateway, "/secrets/registry/username", headers=bearer(issuer.mint()))
+    get(gateway, "/secrets/registry/username")
+    response = get(gateway, "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert sample(text, "exchanger_exchanges_total", **labels) == before + 1
+    denied = {"endpoint": "secrets", "decision": "deny", "status": "401"}
+    assert sample(text, "exchanger_exchanges_total", **denied) >= 1
+    assert "exchanger_exchange_duration_seconds_bucket" in text
+    assert 'exchanger_jwks_refreshes_total{issuer="' in text
+    assert REGISTRY_PASSWORD not in text

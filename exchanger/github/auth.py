@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from cachetools import TTLCache
 from joserfc import jwt
 
+from exchanger import metrics
 from exchanger.config import GitHubAppConfig
 from exchanger.errors import UpstreamError
 from exchanger.github.client import GitHubClient
@@ -110,6 +111,7 @@ class AppCredentials:
         if self._app.installation_id is not None:
             return self._app.installation_id
         found = self._installations.get(owner)
+        metrics.cache_lookup("installation_id", found is not None or owner in self._missing)
         if found is None and owner not in self._missing:
             found = await self._coalesced(owner, lambda: self._lookup(owner, repository))
         if found is None:
@@ -174,7 +176,11 @@ class AppCredentials:
         installation = await self.installation_id(owner, repository)
         key = (installation, repository)
         cached = self._runner_tokens.get(key)
-        if cached is not None and cached.expires_epoch - RUNNER_TOKEN_RENEW_BEFORE > self._clock():
+        fresh = (
+            cached is not None and cached.expires_epoch - RUNNER_TOKEN_RENEW_BEFORE > self._clock()
+        )
+        metrics.cache_lookup("runner_token", fresh)
+        if cached is not None and fresh:
             return cached.token
         permission = "administration" if repository else "organization_self_hosted_runners"
         repos = (repository,) if repository else None

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import re2
 
+from exchanger import metrics
 from exchanger.errors import Conflict, RateLimited, UpstreamError, UpstreamUnavailable
 from exchanger.http import FetchError, read_capped
 
@@ -106,12 +107,14 @@ class GitHubClient:
             ) as response:
                 raw = await read_capped(response)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
+            metrics.UPSTREAM.labels(operation, exc.__class__.__name__).inc()
             log.warning("github %s failed: %s", operation, exc.__class__.__name__)
             raise UpstreamUnavailable(
                 "GitHub is unreachable or timed out", retry_after=UNAVAILABLE_RETRY_AFTER
             ) from None
         except FetchError as exc:
             raise UpstreamError(f"GitHub's answer was refused: {exc}") from None
+        metrics.UPSTREAM.labels(operation, str(response.status_code)).inc()
         reply = Reply(response.status_code, _json(raw), response.headers)
         if reply.status < 300 or (allow_404 and reply.status == 404):
             return reply

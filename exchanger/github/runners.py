@@ -14,6 +14,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from exchanger import metrics
 from exchanger.errors import AccessDenied, InvalidRequest, UpstreamError
 from exchanger.github.auth import Credentials
 from exchanger.github.client import GitHubClient
@@ -101,6 +102,7 @@ class Runners:
 
     async def _group_id(self, scope: str, name: str, bearer: str) -> int:
         groups = self._groups.get(scope)
+        metrics.cache_lookup("runner_groups", groups is not None)
         if groups is None:
             groups = await self._list_groups(scope, bearer)
             self._groups[scope] = groups

@@ -1,0 +1,68 @@
+"""Prometheus metrics, served at `/metrics` in the text exposition format.
+
+Labels are bounded: endpoint names, decisions, status codes, GitHub operation
+templates (ids elided), issuer URLs from the config, cache names. Never a
+claim value, a scope or a secret name. With `--workers N` each worker process
+counts its own requests.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # `*_created` series double the output and nobody reads them
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+EXCHANGES = Counter(
+    "exchanger_exchanges",
+    "Exchanges by endpoint, decision and HTTP status",
+    ["endpoint", "decision", "status"],
+    registry=REGISTRY,
+)
+EXCHANGE_SECONDS = Histogram(
+    "exchanger_exchange_duration_seconds",
+    "Time from request to response, per endpoint",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+UPSTREAM = Counter(
+    "exchanger_upstream_requests",
+    "GitHub API calls by operation and status (or the transport error)",
+    ["operation", "status"],
+    registry=REGISTRY,
+)
+JWKS_REFRESHES = Counter(
+    "exchanger_jwks_refreshes",
+    "JWKS fetches per issuer and result",
+    ["issuer", "result"],
+    registry=REGISTRY,
+)
+CACHE = Counter(
+    "exchanger_cache_lookups",
+    "Cache look-ups by cache and result (hit or miss)",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+RELOADS = Counter(
+    "exchanger_config_reloads",
+    "Configuration reloads (SIGHUP) by result",
+    ["result"],
+    registry=REGISTRY,
+)
+
+
+def cache_lookup(cache: str, hit: bool) -> None:
+    CACHE.labels(cache, "hit" if hit else "miss").inc()
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
