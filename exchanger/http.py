@@ -63,7 +63,9 @@ async def get_json(client: httpx.AsyncClient, url: str, limit: int = MAX_RESPONS
             if response.status_code != 200:
                 raise FetchError(f"HTTP {response.status_code}")
             body = await read_capped(response, limit)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        # InvalidURL and ValueError (e.g. IDNA's UnicodeError) come from a malformed URL,
+        # which a discovery document controls; they are fetch failures, not crashes.
         raise FetchError(exc.__class__.__name__) from None
     try:
         return json.loads(body)

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from joserfc.jwk import ECKey, RSAKey
 
+from exchanger import metrics
 from exchanger.config import IssuerConfig
 from exchanger.errors import InvalidToken, UpstreamUnavailable
 from exchanger.http import FetchError, get_json
@@ -121,10 +122,12 @@ class IssuerKeys:
             keys = await self._download()
         except FetchError as exc:
             self._failures += 1
+            metrics.JWKS_REFRESHES.labels(self.issuer.issuer, "error").inc()
             log.warning("jwks refresh failed for %s: %s", self.issuer.issuer, exc)
             return
         self.keys = keys
         self._failures = 0
+        metrics.JWKS_REFRESHES.labels(self.issuer.issuer, "ok").inc()
         log.info("jwks refreshed for %s: %d key(s)", self.issuer.issuer, len(keys))
 
     async def _download(self) -> dict[str, VerificationKey]:
@@ -161,6 +164,12 @@ class IssuerKeys:
             return None
         if entry.get("use", "sig") != "sig" or kty not in ("RSA", "EC"):
             return None
+        if _PRIVATE_MEMBERS & entry.keys():
+            # A published private key is compromised: anyone who read the JWKS can sign.
+            log.warning(
+                "jwks for %s: skipping a key that exposes private members", self.issuer.issuer
+            )
+            return None
         if alg is not None and alg not in self.issuer.algorithms:
             return None
         if not any(_FAMILY.get(a[:2]) == kty for a in self.issuer.algorithms):
@@ -180,7 +189,8 @@ class IssuerKeys:
             await asyncio.sleep(REFRESH_INTERVAL if self.keys else self._backoff())
 
 
-# Only public members are imported: a JWKS that leaks a private part gains nothing.
+# Only public members are imported; a key whose private members are published is refused.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _PUBLIC_MEMBERS = {
     "RSA": frozenset({"kty", "n", "e"}),
     "EC": frozenset({"kty", "crv", "x", "y"}),
