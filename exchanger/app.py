@@ -182,7 +182,12 @@ async def readyz(request: Request) -> Response:
     gateway = current(request)
     issuers = {name: keys.ready for name, keys in gateway.keys.items()}
     ready = all(issuers.values())
-    body = {"status": "ready" if ready else "not ready", "issuers": issuers}
+    body = {
+        "status": "ready" if ready else "not ready",
+        "issuers": issuers,
+        # A Redis outage degrades, it does not take every replica out of service.
+        "degraded": gateway.limits.store.degraded,
+    }
     return JSONResponse(body, 200 if ready else 503)
 
 
@@ -208,7 +213,7 @@ async def _reveal_secret(gateway: Gateway, request: Request, body: bytes, ex: Ex
     params = request.path_params
     ask = SecretRequest(name=params["name"], field=params.get("field"))
     ex.ask = ask
-    _decide(gateway, ex)
+    await _decide(gateway, ex)
     values = secrets.reveal(gateway.config.secrets, ask)
     if ask.field is not None:
         return PlainTextResponse(values[ask.field])
@@ -233,9 +238,9 @@ async def _runner(gateway: Gateway, request: Request, body: bytes, ex: Exchange)
     action: RunnerAction = ex.endpoint  # type: ignore[assignment]
     ask = runner_request(action, parse_json(body), ex.identity.text("repository"))
     ex.ask = ask
-    decision = _decide(gateway, ex)
     if not gateway.config.runner_scopes.permits(ask.scope):
         raise AccessDenied()
+    decision = await _decide(gateway, ex)
     runners = gateway.require_github().runners
     if action == "jitconfig":
         assert isinstance(decision.terms, RunnerTerms)
@@ -250,7 +255,7 @@ async def token(request: Request) -> Response:
 async def _installation(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
     assert ex.identity is not None
     ex.ask = installation_request(parse_json(body), ex.identity.text("repository_owner"))
-    decision = _decide(gateway, ex)
+    decision = await _decide(gateway, ex)
     assert isinstance(decision.terms, InstallationTerms)
     credentials = gateway.require_github().credentials
     return JSONResponse(await installation_token(credentials, decision.terms))
@@ -268,6 +273,7 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
     try:
         body = await _read_body(request, gateway.config.server.max_body_bytes)
         ex.identity = await gateway.verifier.verify(_bearer(request))
+        await gateway.limits.admit(ex.identity)
         if request.url.query:
             raise InvalidRequest("query parameters are not accepted; tokens go in headers")
         response = await handler(gateway, request, body, ex)
@@ -291,12 +297,14 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
         )
 
 
-def _decide(gateway: Gateway, ex: Exchange) -> Decision:
+async def _decide(gateway: Gateway, ex: Exchange) -> Decision:
     assert ex.identity is not None
     assert ex.ask is not None
     ex.decision = gateway.engine.decide(ex.identity, ex.ask)
     if not ex.decision.allowed:
         raise AccessDenied()
+    assert ex.decision.policy is not None
+    await gateway.limits.settle(ex.identity, ex.decision.policy)
     return ex.decision
 
 

@@ -19,7 +19,7 @@ from joserfc.jwk import RSAKey
 from exchanger import policy_config, yamlsource
 from exchanger.errors import ConfigError
 from exchanger.patterns import Pattern, PatternError
-from exchanger.policy_config import Policy
+from exchanger.policy_config import Policy, RateLimit
 from exchanger.yamlsource import Problems, Section, YamlError, YList, YMap
 
 #: Asymmetric JWS algorithms an issuer may be configured with. HMAC and
@@ -29,7 +29,17 @@ SIGNING_ALGORITHMS = frozenset(
 )
 
 _TOP_KEYS = frozenset(
-    {"server", "issuers", "github", "runner_scopes", "secrets", "policies", "policy_files"}
+    {
+        "server",
+        "issuers",
+        "github",
+        "runner_scopes",
+        "secrets",
+        "policies",
+        "policy_files",
+        "rate_limit",
+        "state",
+    }
 )
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -101,6 +111,8 @@ class Config:
     secrets: Mapping[str, Mapping[str, Secret]]
     policies: tuple[Policy, ...]
     warnings: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
+    redis_url: Secret | None = None  # a URL may carry a password
 
     def summary(self) -> str:
         return (
@@ -127,12 +139,15 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     github = _github(root, origin)
     guard = _scope_guard(root, env)
     secrets = _secrets(root, origin)
+    rate_limit = policy_config.parse_rate_limit(root, "rate_limit")
+    redis_url = _state(root)
     context = policy_config.Context(
         base=path.parent,
         github_app=github is not None and github.app is not None,
         github_token=github is not None and github.token is not None,
         secret_names=frozenset(secrets),
         issuer_count=len(issuers),
+        rate_limit_key=rate_limit.key if rate_limit else "repository_id",
     )
     policies = policy_config.load_policies(root, context)
     if problems.errors:
@@ -146,6 +161,8 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
         secrets=secrets,
         policies=policies,
         warnings=tuple(problems.warnings),
+        rate_limit=rate_limit,
+        redis_url=redis_url,
     )
 
 
@@ -448,3 +465,18 @@ def _scope_guard(root: Section, env: Mapping[str, str]) -> ScopeGuard:
                 )
         compiled[key] = tuple(patterns)
     return ScopeGuard(allow=compiled["allow"], deny=compiled["deny"] or ())
+
+
+def _state(root: Section) -> Secret | None:
+    """`state: {redis_url: redis://…}`: where replicas share limits and token ids."""
+    section = root.sub("state")
+    if section is None:
+        return None
+    section.only(frozenset({"redis_url"}))
+    url = section.get("redis_url", str, required=True)
+    if url is None:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        section.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
+        return None
+    return Secret(url, "state.redis_url")

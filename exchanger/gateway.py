@@ -25,7 +25,9 @@ from exchanger.github.auth import AppCredentials, Credentials, TokenCredentials
 from exchanger.github.client import GitHubClient
 from exchanger.github.runners import Runners
 from exchanger.jwks import IssuerKeys
+from exchanger.limits import Limits
 from exchanger.policy import Engine
+from exchanger.state import MemoryStore, RedisStore, Store
 from exchanger.verify import Verifier
 
 log = logging.getLogger("exchanger")
@@ -63,6 +65,7 @@ class Gateway:
     keys: dict[str, IssuerKeys]
     verifier: Verifier
     github: GitHub | None
+    limits: Limits
 
     @classmethod
     def build(
@@ -81,7 +84,10 @@ class Gateway:
             github = None
         elif github is None or github.config != config.github:
             github = GitHub.build(config.github, client)
-        return cls(config, Engine(config.policies), keys, Verifier(keys), github)
+        store = _store(config, previous)
+        leeway = {i.issuer: i.leeway_seconds for i in config.issuers}
+        limits = Limits(store, config.rate_limit, leeway.__getitem__)
+        return cls(config, Engine(config.policies), keys, Verifier(keys), github, limits)
 
     @property
     def ready(self) -> bool:
@@ -91,6 +97,15 @@ class Gateway:
         if self.github is None:
             raise UpstreamUnavailable("GitHub is not configured on this gateway", retry_after=60)
         return self.github
+
+
+def _store(config: Config, previous: Gateway | None) -> Store:
+    """Keep the previous store (and its buckets) unless the Redis URL changed."""
+    if previous is not None and previous.config.redis_url == config.redis_url:
+        return previous.limits.store
+    if config.redis_url is None:
+        return MemoryStore()
+    return RedisStore(config.redis_url.value)
 
 
 @dataclass
@@ -106,6 +121,7 @@ class Runtime:
         self._sync_refreshers()
 
     async def stop(self) -> None:
+        await self.gateway.limits.store.close()
         tasks = list(self._refreshers.values())
         for task in tasks:
             task.cancel()
@@ -140,7 +156,9 @@ class Runtime:
                 await asyncio.wait(
                     [asyncio.create_task(k.refresh()) for k in fresh], timeout=NEW_ISSUER_WAIT
                 )
-            self.gateway = gateway
+            previous, self.gateway = self.gateway, gateway
+            if previous.limits.store is not gateway.limits.store:
+                await previous.limits.store.close()
             self._sync_refreshers()
             for warning in config.warnings:
                 log.warning("%s", warning)

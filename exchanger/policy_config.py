@@ -31,7 +31,7 @@ from exchanger.yamlsource import Problems, Section, YamlError, YList, YMap
 
 Effect = Literal["allow", "deny"]
 
-_POLICY_KEYS = frozenset({"name", "effect", "claims", "grants"})
+_POLICY_KEYS = frozenset({"name", "effect", "claims", "grants", "single_use", "rate_limit"})
 _GRANT_KEYS = frozenset({"secrets", "runner", "installation"})
 _RUNNER_KEYS = frozenset({"scopes", "actions", "runner_groups", "labels"})
 _INSTALLATION_KEYS = frozenset({"owner", "repositories", "permissions"})
@@ -90,9 +90,48 @@ class Policy:
     claims: tuple[ClaimRule, ...]
     grants: Grants
     location: str  # FILE:LINE of the policy, for operators
+    single_use: bool = False
+    rate_limit: RateLimit | None = None
 
     def matches(self, claims: Mapping[str, Any]) -> bool:
         return all(rule.matches(claims) for rule in self.claims)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: `per_minute` sustained, `burst` at once, per caller (`key` claim)."""
+
+    per_minute: float
+    burst: int
+    key: str = "repository_id"
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+
+def parse_rate_limit(parent: Section, name: str, *, key: str | None = None) -> RateLimit | None:
+    """`{per_minute, burst}` (and `key` when `key` is None: the global form)."""
+    section = parent.sub(name)
+    if section is None:
+        return None
+    allowed = {"per_minute", "burst"} | ({"key"} if key is None else set())
+    section.only(frozenset(allowed))
+    per_minute = section.get("per_minute", (int, float), required=True)
+    if per_minute is not None and not 0 < per_minute <= 1_000_000:
+        section.error("per_minute", "must be between 0 and 1000000")
+        per_minute = None
+    burst = section.integer("burst", 1, 1_000_000, 0)
+    if "burst" not in section.data:
+        section.error("burst", "required")
+    claim = key if key is not None else section.get("key", str) or "repository_id"
+    if per_minute is None or burst == 0:
+        return None
+    return RateLimit(per_minute=float(per_minute), burst=burst, key=claim)
+
+
+# A single-use policy is satisfied only by a token that has a `jti` to consume.
+_HAS_JTI = ClaimRule("jti", (Pattern.build("match:.+", is_regex=True, fold=False),))
 
 
 @dataclass(frozen=True)
@@ -104,6 +143,7 @@ class Context:
     github_token: bool
     secret_names: frozenset[str]
     issuer_count: int
+    rate_limit_key: str = "repository_id"
 
 
 def load_policies(root: Section, context: Context) -> tuple[Policy, ...]:
@@ -180,14 +220,20 @@ def _policy(section: Section, context: Context) -> Policy | None:
     grants = _grants(section, context)
     if effect == "allow" and grants is not None and grants.empty:
         section.error("grants", "an allow policy must grant something")
+    single_use = section.get("single_use", bool) or False
+    if single_use and effect == "deny":
+        section.error("single_use", "applies to allow policies only")
+    rate_limit = parse_rate_limit(section, "rate_limit", key=context.rate_limit_key)
     if name is None or not name or claims is None or grants is None:
         return None
     return Policy(
         name=name,
         effect="deny" if effect == "deny" else "allow",
-        claims=claims,
+        claims=(*claims, _HAS_JTI) if single_use else claims,
         grants=grants,
         location=f"{section.file}:{section.line()}",
+        single_use=single_use,
+        rate_limit=rate_limit,
     )
 
 
