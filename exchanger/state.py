@@ -143,15 +143,18 @@ class RedisStore:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._available():
-            log.warning("redis unavailable (%s): buckets are per process, single-use fails closed",
-                        exc.__class__.__name__)  # fmt: skip
+            log.warning(
+                "redis unavailable (%s): buckets are per process, single-use fails closed",
+                exc.__class__.__name__,
+            )
         self._down_until = self._clock() + OUTAGE_BACKOFF
 
     async def take(self, key: str, per_second: float, burst: int) -> Verdict:
         if self._available():
             try:
-                allowed, wait = await self._bucket(keys=[f"exchanger:rl:{key}"],
-                                                   args=[per_second, burst])  # fmt: skip
+                allowed, wait = await self._bucket(
+                    keys=[f"exchanger:rl:{key}"], args=[per_second, burst]
+                )
             except self._errors as exc:
                 self._mark_down(exc)
             else:
@@ -162,8 +165,9 @@ class RedisStore:
         if not self._available():
             raise UpstreamUnavailable("single-use state is unavailable", retry_after=1)
         try:
-            stored = await self._redis.set(f"exchanger:jti:{key}", b"1", nx=True,
-                                           ex=max(1, ttl_seconds))  # fmt: skip
+            stored = await self._redis.set(
+                f"exchanger:jti:{key}", b"1", nx=True, ex=max(1, ttl_seconds)
+            )
         except self._errors as exc:
             self._mark_down(exc)
             raise UpstreamUnavailable("single-use state is unavailable", retry_after=1) from None

@@ -178,7 +178,20 @@ def _message(body: Any) -> str:
 def _template(path: str) -> str:
     """The path with its variable segments elided, for logs and metrics labels."""
     head = path.split("?", 1)[0].split("/")
-    keep = {"repos", "orgs", "users", "enterprises", "app", "installations", "actions",
-            "runners", "runner-groups", "registration-token", "remove-token",
-            "generate-jitconfig", "access_tokens", "installation"}  # fmt: skip
+    keep = {
+        "repos",
+        "orgs",
+        "users",
+        "enterprises",
+        "app",
+        "installations",
+        "actions",
+        "runners",
+        "runner-groups",
+        "registration-token",
+        "remove-token",
+        "generate-jitconfig",
+        "access_tokens",
+        "installation",
+    }
     return "/".join(p if p in keep or not p else "{}" for p in head)
