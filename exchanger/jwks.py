@@ -31,6 +31,9 @@ log = logging.getLogger("exchanger.jwks")
 
 KID_MISS_COOLDOWN = 60.0
 REFRESH_INTERVAL = 300.0
+# httpx's timeouts are per read: a peer that trickles bytes must not hold the
+# shared fetch (and every request waiting on it) open indefinitely.
+FETCH_DEADLINE = 15.0
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 60.0
 MAX_KEYS = 100
@@ -59,10 +62,12 @@ class IssuerKeys:
         issuer: IssuerConfig,
         client: httpx.AsyncClient,
         clock: Callable[[], float] = time.monotonic,
+        fetch_deadline: float = FETCH_DEADLINE,
     ) -> None:
         self.issuer = issuer
         self._client = client
         self._clock = clock
+        self._deadline = fetch_deadline
         self.keys: Mapping[str, VerificationKey] = {}
         self.fetches = 0
         self._last_attempt: float | None = None
@@ -119,11 +124,13 @@ class IssuerKeys:
         self._last_attempt = self._clock()
         self.fetches += 1
         try:
-            keys = await self._download()
-        except FetchError as exc:
+            async with asyncio.timeout(self._deadline):
+                keys = await self._download()
+        except (FetchError, TimeoutError) as exc:
             self._failures += 1
             metrics.JWKS_REFRESHES.labels(self.issuer.issuer, "error").inc()
-            log.warning("jwks refresh failed for %s: %s", self.issuer.issuer, exc)
+            reason = str(exc) or exc.__class__.__name__
+            log.warning("jwks refresh failed for %s: %s", self.issuer.issuer, reason)
             return
         self.keys = keys
         self._failures = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -672,3 +673,21 @@ def test_sec_55_cold_issuer_outage_answers_503(
     for part in token.split("."):
         assert part[:12] not in response.text
     assert json.loads(response.text).keys() <= {"error", "message"}
+
+
+def test_sec_07_trickling_jwks_is_cut_off_by_the_fetch_deadline(issuer: FakeIssuer) -> None:
+    """Per-read timeouts never fire on a peer that sends a byte at a time."""
+    issuer.mode = "trickle"
+
+    async def scenario() -> None:
+        async with make_client(5.0) as client:
+            config = config_for(issuer)
+            keys = IssuerKeys(config, client, clock=FakeClock(), fetch_deadline=0.5)
+            verifier = Verifier({config.issuer: keys})
+            started = time.monotonic()
+            with pytest.raises(UpstreamUnavailable):
+                await verifier.verify(issuer.mint())
+            assert time.monotonic() - started < 3.0
+            assert keys.keys == {}
+
+    run(scenario)

@@ -123,7 +123,8 @@ class FakeIssuer:
     jwks_uri_override: str | None = None
     #: ok | down (503) | garbage (non-JSON 200) | empty ({"keys": []}) | huge (valid JSON over
     #: the size cap, with Content-Length) | huge-stream (the same, chunked, no length) |
-    #: redirect (302 to the same URL plus `?followed=1`, which would then serve normally)
+    #: redirect (302 to the same URL plus `?followed=1`, which would then serve normally) |
+    #: trickle (a 200 whose body arrives one byte every 50 ms, for about a minute)
     mode: str = "ok"
     slow_seconds: float = 0.0
     discovery_requests: int = 0
@@ -281,6 +282,8 @@ class FakeIssuer:
         if mode == "redirect" and "followed" not in request.query_params:
             target = request.url.include_query_params(followed="1")
             return RedirectResponse(str(target), status_code=302)
+        if mode == "trickle":
+            return StreamingResponse(_trickle(), media_type="application/json")
         if mode in ("huge", "huge-stream"):
             document = {**build(), "padding": "x" * HUGE_BYTES}
             if mode == "huge":
@@ -384,3 +387,10 @@ def run_issuer(ca: TestCA) -> Iterator[tuple[FakeIssuer, RunningServer]]:
     with serve_tls(issuer.app(), ca) as server:
         issuer.url = server.url
         yield issuer, server
+
+
+async def _trickle() -> AsyncIterator[bytes]:
+    """A body that never finishes in time: each byte resets a per-read timeout."""
+    for _ in range(1200):
+        yield b" "
+        await asyncio.sleep(0.05)
