@@ -19,7 +19,9 @@ demo: $(BIN)/.installed
 	$(BIN)/exchanger demo
 
 test: $(BIN)/.installed
+	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
 lint: $(BIN)/.installed
