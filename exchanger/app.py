@@ -93,7 +93,11 @@ def create_app(config: Config) -> ASGIApp:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ExchangerError: on_error, HTTPException: on_http_error},
+        exception_handlers={
+            ExchangerError: on_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
     )
     return with_request_id(app)
 
@@ -172,6 +176,12 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": code, "message": str(exc.detail).lower()}, exc.status_code, exc.headers
     )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug, not a caller's doing: a bare JSON 500, details only in the log."""
+    log.error("unexpected %s while serving %s", exc.__class__.__name__, request.url.path)
+    return JSONResponse({"error": "internal_error", "message": "internal error"}, 500)
 
 
 async def healthz(request: Request) -> Response:
