@@ -27,8 +27,8 @@ id_token() {
     local audience
     audience=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' \
       "${EXCHANGER_AUDIENCE:?set EXCHANGER_AUDIENCE}")
-    curl -fsS -H "Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN" \
-      "${ACTIONS_ID_TOKEN_REQUEST_URL}&audience=${audience}" |
+    printf 'Authorization: Bearer %s\n' "$ACTIONS_ID_TOKEN_REQUEST_TOKEN" |
+      curl -fsS -H @- "${ACTIONS_ID_TOKEN_REQUEST_URL}&audience=${audience}" |
       python3 -c 'import json, sys; print(json.load(sys.stdin)["value"], end="")'
   else
     echo "no identity token: set ID_TOKEN or ID_TOKEN_FILE" >&2
@@ -51,8 +51,11 @@ print(json.dumps(body))
 PY
 )
 
-# The token goes to curl on stdin (-H @-), never on a command line other users can read.
-answer=$(printf 'Authorization: Bearer %s\n' "$(id_token)" |
+# Tokens go to curl on stdin (-H @-), never on a command line other users can read.
+# No identity token, no request: stop here rather than ask with an empty one.
+token=$(id_token)
+[[ -n "$token" ]] || { echo "empty identity token" >&2; exit 1; }
+answer=$(printf 'Authorization: Bearer %s\n' "$token" |
   curl -fsS --retry 3 --retry-connrefused -X POST -H @- \
     -H 'Content-Type: application/json' --data "$body" "$EXCHANGER_URL/jitconfig")
 

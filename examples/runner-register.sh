@@ -22,11 +22,14 @@ id_token() {
   fi
 }
 
-# POST /register or /remove; prints the runner token.
+# POST /register or /remove; prints the runner token, or fails without asking when
+# there is no identity token. Tokens go to curl on stdin, never on its command line.
 runner_token() {
-  local body
+  local body token
   body=$(python3 -c 'import json, sys; print(json.dumps({"scope": sys.argv[1]}))' "$RUNNER_SCOPE")
-  printf 'Authorization: Bearer %s\n' "$(id_token)" |
+  token=$(id_token) || return 1
+  [[ -n "$token" ]] || { echo "empty identity token" >&2; return 1; }
+  printf 'Authorization: Bearer %s\n' "$token" |
     curl -fsS --retry 3 --retry-connrefused -X POST -H @- \
       -H 'Content-Type: application/json' --data "$body" "$EXCHANGER_URL/$1" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"], end="")'
@@ -43,8 +46,15 @@ args=(--unattended --replace --url "$url" --token "$(runner_token register)")
 [[ -n "${RUNNER_LABELS:-}" ]] && args+=(--labels "$RUNNER_LABELS")
 ./config.sh "${args[@]}"
 
+# Without a removal token (e.g. the identity token expired while the runner ran) there is
+# nothing to hand config.sh: say so rather than call it with an empty --token.
 deregister() {
-  ./config.sh remove --token "$(runner_token remove)" || echo "runner removal failed" >&2
+  local token
+  if token=$(runner_token remove); then
+    ./config.sh remove --token "$token" || echo "runner removal failed" >&2
+  else
+    echo "runner removal failed: no removal token from exchanger" >&2
+  fi
 }
 trap deregister EXIT
 ./run.sh
