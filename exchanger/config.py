@@ -140,7 +140,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     guard = _scope_guard(root, env)
     secrets = _secrets(root, origin)
     rate_limit = policy_config.parse_rate_limit(root, "rate_limit")
-    redis_url = _state(root)
+    redis_url = _state(root, origin)
     context = policy_config.Context(
         base=path.parent,
         github_app=github is not None and github.app is not None,
@@ -467,16 +467,24 @@ def _scope_guard(root: Section, env: Mapping[str, str]) -> ScopeGuard:
     return ScopeGuard(allow=compiled["allow"], deny=compiled["deny"] or ())
 
 
-def _state(root: Section) -> Secret | None:
-    """`state: {redis_url: redis://…}`: where replicas share limits and token ids."""
+def _state(root: Section, origin: _Origin) -> Secret | None:
+    """`state: {redis_url: …}`: where replicas share limits and token ids.
+
+    The URL may carry a password, so besides a plain string it may be a
+    `{env: …}` or `{file: …}` source, like any other secret.
+    """
     section = root.sub("state")
     if section is None:
         return None
     section.only(frozenset({"redis_url"}))
-    url = section.get("redis_url", str, required=True)
+    if isinstance(section.data.get("redis_url"), YMap):
+        url = _source(section, "redis_url", origin, "state.redis_url")
+    else:
+        plain = section.get("redis_url", str, required=True)
+        url = None if plain is None else Secret(plain, "state.redis_url")
     if url is None:
         return None
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if not url.value.startswith(("redis://", "rediss://", "unix://")):
         section.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
         return None
-    return Secret(url, "state.redis_url")
+    return url

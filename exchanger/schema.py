@@ -35,6 +35,11 @@ _PERMISSIONS = {
     "properties": {name: {"enum": list(levels)} for name, levels in PERMISSIONS.items()},
 }
 
+_BUCKET = {
+    "per_minute": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+    "burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
+}
+
 _POLICY = {
     "type": "object",
     "required": ["name", "claims"],
@@ -42,6 +47,17 @@ _POLICY = {
     "properties": {
         "name": {"type": "string", "minLength": 1},
         "effect": {"enum": ["allow", "deny"], "default": "allow"},
+        "single_use": {
+            "type": "boolean",
+            "default": False,
+            "description": "each (iss, jti) may be exchanged once, until the token expires",
+        },
+        "rate_limit": {
+            "type": "object",
+            "required": ["per_minute", "burst"],
+            "additionalProperties": False,
+            "properties": _BUCKET,
+        },
         "claims": {
             "type": "object",
             "minProperties": 1,
@@ -158,6 +174,25 @@ SCHEMA: dict[str, Any] = {
         },
         "policies": {"type": "array", "items": _POLICY},
         "policy_files": _STRINGS,
+        "rate_limit": {
+            "type": "object",
+            "required": ["per_minute", "burst"],
+            "additionalProperties": False,
+            "properties": {**_BUCKET, "key": {"type": "string", "minLength": 1}},
+        },
+        "state": {
+            "type": "object",
+            "required": ["redis_url"],
+            "additionalProperties": False,
+            "properties": {
+                "redis_url": {
+                    "oneOf": [
+                        {"type": "string", "pattern": "^(redis|rediss|unix)://"},
+                        _SOURCE,
+                    ]
+                }
+            },
+        },
     },
     "$defs": {"policy": _POLICY},
 }

@@ -970,3 +970,24 @@ def test_installation_grant_in_token_mode_warns(tmp_path: Path) -> None:
     grants = "{installation: {repositories: '*', permissions: {contents: read}}}"
     found = warnings(tmp_path, with_policy(ID_CLAIMS, grants))
     assert any("installation tokens need a GitHub App" in w for w in found), found
+
+
+def test_redis_url_from_a_secret_source(tmp_path: Path) -> None:
+    text = ISSUERS + "state: {redis_url: {env: REDIS_URL}}\n"
+    loaded = load(tmp_path, text, {"REDIS_URL": "redis://:pw-canary@redis:6379/0"})
+    assert loaded.redis_url is not None
+    assert loaded.redis_url.value == "redis://:pw-canary@redis:6379/0"
+    assert "pw-canary" not in repr(loaded)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("http://redis:6379", id="not-redis-scheme"),
+        pytest.param("{env: MISSING}", id="missing-env"),
+    ],
+)
+def test_bad_redis_url_is_an_error(tmp_path: Path, value: str) -> None:
+    problem = one_problem(tmp_path, ISSUERS + f"state: {{redis_url: {value}}}\n", {})
+    assert problem.startswith(f"{tmp_path / 'exchanger.yaml'}:4: ")
+    assert "redis_url" in problem
