@@ -19,6 +19,7 @@ demo: $(BIN)/.installed
 	$(BIN)/exchanger demo
 
 test: $(BIN)/.installed
+	bash scripts/install-test-deps.sh
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage combine --quiet

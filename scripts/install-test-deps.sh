@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install what the end-to-end tests (tests/e2e) need, and only what is missing:
+# Install what the tests need beyond Python packages, and only what is missing:
 #
-#   Debian   docker-registry  the CNCF Distribution registry (skopeo logs in to it)
+#   Debian   redis-server     shared state for rate limits and single-use tokens
+#            docker-registry  the CNCF Distribution registry (skopeo logs in to it)
 #            skopeo           the registry client
 #            apache2-utils    htpasswd, for the registry's bcrypt password file
 #            curl, python3    what examples/runner-*.sh run
@@ -16,9 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> the Debian package that provides it
-commands=(docker-registry skopeo htpasswd curl python3 node npm)
+commands=(redis-server docker-registry skopeo htpasswd curl python3 node npm)
 declare -A package=(
-  [docker-registry]=docker-registry [skopeo]=skopeo [htpasswd]=apache2-utils
+  [redis-server]=redis-server [docker-registry]=docker-registry [skopeo]=skopeo [htpasswd]=apache2-utils
   [curl]=curl [python3]=python3 [node]=nodejs [npm]=npm
 )
 
@@ -31,12 +32,12 @@ if ((${#missing[@]})); then
   sudo=()
   if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null 2>&1 || {
-      echo "install-e2e-deps: need root or sudo to install: ${missing[*]}" >&2
+      echo "install-test-deps: need root or sudo to install: ${missing[*]}" >&2
       exit 1
     }
     sudo=(sudo)
   fi
-  echo "install-e2e-deps: installing ${missing[*]}" >&2
+  echo "install-test-deps: installing ${missing[*]}" >&2
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -47,7 +48,7 @@ node_dir=tests/e2e/node
 stamp="$node_dir/node_modules/.install-stamp"
 want=$(cat "$node_dir/package.json" "$node_dir/package-lock.json" | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  echo "install-e2e-deps: npm ci in $node_dir" >&2
+  echo "install-test-deps: npm ci in $node_dir" >&2
   (cd "$node_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
   printf '%s\n' "$want" >"$stamp"
 fi

@@ -2,7 +2,7 @@
 token service, a real container registry, and the tools the clients need.
 
 The clients under test (`@actions/core` from npm, Debian's `docker-registry` and `skopeo`,
-`curl`, `htpasswd`) are installed by `scripts/install-e2e-deps.sh`. A missing one fails
+`curl`, `htpasswd`) are installed by `scripts/install-test-deps.sh`. A missing one fails
 the test that needs it with a message naming that script: these tests never skip.
 """
 
@@ -32,7 +32,7 @@ from tests.gateway import APP_ID, REGISTRY_PASSWORD, Gateway, running_gateway, s
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 NODE_DIR = Path(__file__).resolve().parent / "node"
-INSTALL = "scripts/install-e2e-deps.sh"
+INSTALL = "scripts/install-test-deps.sh"
 
 #: The audience and gateway URL of the README's examples; the e2e gateway accepts it.
 README_AUDIENCE = "https://exchanger.example.com"
