@@ -95,58 +95,31 @@ def github(_github_server: FakeGitHub) -> Iterator[FakeGitHub]:
     _github_server.reset()
 
 
-def _github_gateway(
+@pytest.fixture(scope="session", params=["app", "pat"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """GitHub credential mode: a GitHub App key, or a personal access token."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def _mode_gateway(
     mode: str,
-    issuer: FakeIssuer,
-    fake: FakeGitHub,
-    app: AppCredentials,
+    _issuer_server: FakeIssuer,
+    _github_server: FakeGitHub,
+    app_credentials: AppCredentials,
     ca: TestCA,
-    directory: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
-    (directory / "app.pem").write_text(app.pem_pkcs1.replace("\n", "\r\n"), encoding="utf-8")
-    assert fake.api_url is not None
-    path = write_github_config(directory, issuer.url, fake.api_url, mode=mode)
+    directory = tmp_path_factory.mktemp(f"{mode}-gateway")
+    pem = app_credentials.pem_pkcs1.replace("\n", "\r\n")  # GitHub's format, CRLF tolerated
+    (directory / "app.pem").write_text(pem, encoding="utf-8")
+    assert _github_server.api_url is not None
+    path = write_github_config(directory, _issuer_server.url, _github_server.api_url, mode=mode)
     with running_gateway(path, ca) as gateway:
         yield gateway
 
 
-@pytest.fixture(scope="session")
-def _app_gateway(
-    _issuer_server: FakeIssuer,
-    _github_server: FakeGitHub,
-    app_credentials: AppCredentials,
-    ca: TestCA,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
-    yield from _github_gateway(
-        "app", _issuer_server, _github_server, app_credentials, ca,
-        tmp_path_factory.mktemp("app-gateway"),
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def _pat_gateway(
-    _issuer_server: FakeIssuer,
-    _github_server: FakeGitHub,
-    app_credentials: AppCredentials,
-    ca: TestCA,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
-    yield from _github_gateway(
-        "pat", _issuer_server, _github_server, app_credentials, ca,
-        tmp_path_factory.mktemp("pat-gateway"),
-    )  # fmt: skip
-
-
-@pytest.fixture(params=["app", "pat"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def github_gateway(
-    mode: str, request: pytest.FixtureRequest, github: FakeGitHub, issuer: FakeIssuer
-) -> Gateway:
+def github_gateway(_mode_gateway: Gateway, github: FakeGitHub, issuer: FakeIssuer) -> Gateway:
     """A gateway with GitHub configured, once with an App key and once with a PAT."""
-    gateway: Gateway = request.getfixturevalue(f"_{mode}_gateway")
-    return gateway
+    return _mode_gateway
