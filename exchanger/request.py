@@ -166,10 +166,12 @@ MAX_LABELS = 100
 def runner_request(action: RunnerAction, body: Any, default_scope: str | None) -> RunnerRequest:
     """Parse a runner body; the scope defaults to the caller's repository."""
     data = expect_object(body, _JIT_FIELDS if action == "jitconfig" else frozenset({"scope"}))
-    scope = data.get("scope", default_scope)
-    if scope is None:
+    if "scope" in data:
+        scope = parse_scope(data["scope"])  # an explicit null is a wrong type, not a default
+    elif default_scope is None:
         raise InvalidRequest("scope is required: the token has no repository claim")
-    scope = parse_scope(scope)
+    else:
+        scope = parse_scope(default_scope)
     group = data.get("runner_group")
     if group is not None and (not isinstance(group, str) or not 0 < len(group) <= 200):
         raise InvalidRequest("runner_group must be a group name")
