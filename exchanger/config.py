@@ -390,7 +390,7 @@ def _source(
         # Bytes, not read_text(): universal newlines would turn every `\r` of the
         # secret into `\n`; only one trailing newline is the file's.
         text = file.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         spec.error(kind, f"{what}: cannot read file {ref} ({exc.__class__.__name__})")
         return None
     return Secret(_strip_newline(text), f"{what}: file {ref}")

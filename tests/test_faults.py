@@ -406,11 +406,6 @@ def test_sec_46_garbage_runner_groups_answer_is_502_and_not_cached(
         assert again.status_code == 200, again.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a 200 installation look-up GitHub could not be read is cached as "
-    "'not installed' for 5 minutes (exchanger/github/auth.py AppCredentials._lookup)",
-)
 @pytest.mark.parametrize("answer", ["<html>oops", "[]"])
 def test_sec_55_unreadable_installation_lookup_is_not_cached_as_missing(
     issuer: FakeIssuer,

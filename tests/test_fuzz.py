@@ -617,11 +617,10 @@ yaml_scalars = st.one_of(
     st.text(max_size=15),
     st.sampled_from(YAML_SAMPLES),
 )
-#: `{value|env|file: …}` secret sources. A NUL byte in a file path is left out here: it is
-#: a known bug with its own (xfail) regression test below.
+#: `{value|env|file: …}` secret sources.
 sources = st.dictionaries(
     st.sampled_from(["value", "env", "file"]),
-    yaml_scalars.filter(lambda v: not (isinstance(v, str) and "\x00" in v)),
+    yaml_scalars,
     min_size=1,
     max_size=2,
 )
@@ -713,11 +712,6 @@ def test_config_loader_on_arbitrary_text_raises_only_config_error(text: str) -> 
     load_text(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a NUL byte in a {file: ...} path escapes config.load as ValueError "
-    "(exchanger/config.py _source catches only OSError and UnicodeDecodeError)",
-)
 @pytest.mark.parametrize(
     "source",
     ['secrets: {registry: {password: {file: "a\\0b"}}}', 'github: {token: {file: "\\0"}}'],

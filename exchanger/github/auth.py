@@ -149,11 +149,13 @@ class AppCredentials:
         )
         for path in paths:
             reply = await self._github.get(path, self.app_jwt(), allow_404=True)
-            if reply.status == 200 and isinstance(reply.body, dict):
-                installation = reply.body.get("id")
-                if isinstance(installation, int) and not isinstance(installation, bool):
-                    return installation
-                raise UpstreamError("GitHub's installation answer has no id")
+            if reply.status == 404:
+                continue
+            # Anything but a readable id is GitHub's trouble, never "not installed".
+            installation = reply.body.get("id") if isinstance(reply.body, dict) else None
+            if isinstance(installation, int) and not isinstance(installation, bool):
+                return installation
+            raise UpstreamError("GitHub's installation answer has no id")
         return None
 
     async def mint(
