@@ -70,6 +70,7 @@ class IssuerConfig:
     algorithms: tuple[str, ...] = ("RS256",)
     leeway_seconds: int = 30
     max_lifetime_seconds: int = 21600
+    timeout_seconds: float = 10.0  # each discovery or JWKS request
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,15 @@ def _server(root: Section, env: Mapping[str, str]) -> ServerConfig:
 
 
 _ISSUER_KEYS = frozenset(
-    {"issuer", "audiences", "jwks_uri", "algorithms", "leeway_seconds", "max_lifetime_seconds"}
+    {
+        "issuer",
+        "audiences",
+        "jwks_uri",
+        "algorithms",
+        "leeway_seconds",
+        "max_lifetime_seconds",
+        "timeout_seconds",
+    }
 )
 
 
@@ -246,6 +255,10 @@ def _issuer(section: Section) -> IssuerConfig | None:
             )
     leeway = section.integer("leeway_seconds", 0, 300, IssuerConfig.leeway_seconds)
     lifetime = section.integer("max_lifetime_seconds", 1, 7 * 86400, 21600)
+    timeout = section.get("timeout_seconds", (int, float))
+    if timeout is not None and not 0 < timeout <= 60:
+        section.error("timeout_seconds", "must be between 0 and 60")
+        timeout = None
     if issuer is None or not audiences:
         return None
     return IssuerConfig(
@@ -255,6 +268,7 @@ def _issuer(section: Section) -> IssuerConfig | None:
         algorithms=tuple(dict.fromkeys(a for a, _ in algorithms)),
         leeway_seconds=leeway,
         max_lifetime_seconds=lifetime,
+        timeout_seconds=float(timeout or IssuerConfig.timeout_seconds),
     )
 
 

@@ -54,12 +54,19 @@ async def read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES)
     return b"".join(chunks)
 
 
-async def get_json(client: httpx.AsyncClient, url: str, limit: int = MAX_RESPONSE_BYTES) -> Any:
+async def get_json(
+    client: httpx.AsyncClient,
+    url: str,
+    limit: int = MAX_RESPONSE_BYTES,
+    timeout: float | None = None,
+) -> Any:
     """GET a JSON document over https: 200 only, no redirect, at most `limit` bytes."""
     if not url.startswith("https://"):
         raise FetchError("refusing a non-https URL")
+    headers = {"Accept": "application/json"}
+    per_request = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
     try:
-        async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+        async with client.stream("GET", url, headers=headers, timeout=per_request) as response:
             if response.status_code != 200:
                 raise FetchError(f"HTTP {response.status_code}")
             body = await read_capped(response, limit)

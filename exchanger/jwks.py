@@ -139,7 +139,7 @@ class IssuerKeys:
 
     async def _download(self) -> dict[str, VerificationKey]:
         jwks_uri = self.issuer.jwks_uri or await self._discover()
-        document = await get_json(self._client, jwks_uri)
+        document = await get_json(self._client, jwks_uri, timeout=self.issuer.timeout_seconds)
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise FetchError("JWKS has no keys list")
@@ -154,7 +154,7 @@ class IssuerKeys:
 
     async def _discover(self) -> str:
         url = self.issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        document = await get_json(self._client, url)
+        document = await get_json(self._client, url, timeout=self.issuer.timeout_seconds)
         if not isinstance(document, dict) or document.get("issuer") != self.issuer.issuer:
             raise FetchError("discovery document names another issuer")
         jwks_uri = document.get("jwks_uri")

@@ -135,6 +135,7 @@ SCHEMA: dict[str, Any] = {
                     },
                     "leeway_seconds": {"type": "integer", "minimum": 0, "maximum": 300},
                     "max_lifetime_seconds": {"type": "integer", "minimum": 1},
+                    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
                 },
             },
         },

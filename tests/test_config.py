@@ -991,3 +991,11 @@ def test_bad_redis_url_is_an_error(tmp_path: Path, value: str) -> None:
     problem = one_problem(tmp_path, ISSUERS + f"state: {{redis_url: {value}}}\n", {})
     assert problem.startswith(f"{tmp_path / 'exchanger.yaml'}:4: ")
     assert "redis_url" in problem
+
+
+def test_issuer_timeout_seconds(tmp_path: Path) -> None:
+    text = ISSUERS.replace("audiences:", "timeout_seconds: 2.5\n    audiences:")
+    assert load(tmp_path, text).issuers[0].timeout_seconds == 2.5
+    assert load(tmp_path, ISSUERS).issuers[0].timeout_seconds == 10.0
+    bad = ISSUERS.replace("audiences:", "timeout_seconds: 0\n    audiences:")
+    assert "timeout_seconds: must be between 0 and 60" in one_problem(tmp_path, bad)

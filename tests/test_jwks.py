@@ -10,6 +10,7 @@ the real wall clock; only the cache's clock is fake.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -79,6 +80,7 @@ def discovery_url(issuer: FakeIssuer) -> str:
 
 @asynccontextmanager
 async def ring(config: IssuerConfig, timeout: float = 10.0) -> AsyncIterator[Ring]:
+    config = dataclasses.replace(config, timeout_seconds=timeout)
     async with make_client(timeout) as client:
         clock = FakeClock()
         keys = IssuerKeys(config, client, clock=clock)
