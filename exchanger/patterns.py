@@ -20,9 +20,10 @@ REGEX_PREFIX = "match:"
 #: Claims GitHub treats case-insensitively; exact comparison ignores ASCII case.
 CASE_INSENSITIVE_CLAIMS = frozenset({"repository", "repository_owner", "actor", "environment"})
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False
-_OPTIONS.max_mem = 8 << 20
+#: How every pattern is compiled (policy_index builds its RE2 sets alike).
+OPTIONS = re2.Options()
+OPTIONS.log_errors = False
+OPTIONS.max_mem = 8 << 20
 
 
 class PatternError(ValueError):
@@ -56,11 +57,18 @@ def compile_regex(expression: str) -> Any:
     """Compile an RE2 expression for full matching, anchored as one group.
 
     The expression is compiled on its own first: an unbalanced `)` could
-    otherwise close the wrapper, e.g. `main)|(.*` → `(?:main)|(.*)`.
+    otherwise close the wrapper, e.g. `main)|(.*` → `(?:main)|(.*)`. A compiled
+    expression is immutable and safe to share, so policies repeating one (the
+    same `ref` pattern in thousands of policies) share one compiled program.
     """
+    return _compiled(expression)
+
+
+@functools.lru_cache(maxsize=8192)
+def _compiled(expression: str) -> Any:
     try:
-        re2.compile(expression, _OPTIONS)
-        return re2.compile(f"(?:{expression})", _OPTIONS)
+        re2.compile(expression, OPTIONS)
+        return re2.compile(f"(?:{expression})", OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise PatternError(f"invalid RE2 pattern {expression!r}: {detail}") from None

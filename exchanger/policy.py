@@ -25,6 +25,7 @@ from exchanger.patterns import NamePattern, ascii_lower, claim_text
 from exchanger.permissions import RANK
 from exchanger.permissions import covers as level_covers
 from exchanger.policy_config import InstallationGrant, Policy, RunnerGrant
+from exchanger.policy_index import PolicyIndex
 from exchanger.request import (
     InstallationRequest,
     Request,
@@ -90,14 +91,20 @@ class Engine:
 
     def __init__(self, policies: tuple[Policy, ...]) -> None:
         self.policies = policies
+        self._index = PolicyIndex(policies)
 
     def decide(self, identity: Identity, request: Request, *, explain: bool = False) -> Decision:
-        """Judge `request`; with `explain`, also record why each policy did what it did."""
+        """Judge `request`; with `explain`, also record why each policy did what it did.
+
+        Only the policies the index names as candidates can match, so only they are
+        evaluated (in file order); `explain` evaluates every policy for its trace.
+        """
         claims = identity.claims
         allowed: tuple[Policy, Terms] | None = None
         denied: Policy | None = None
         trace: list[PolicyTrace] = []
-        for policy in self.policies:
+        policies = self.policies if explain else self._index.candidates(claims)
+        for policy in policies:
             matched = policy.matches(claims)
             coverage = _coverage(policy, claims, request) if matched else None
             if explain:

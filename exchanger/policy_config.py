@@ -8,7 +8,7 @@ too, while the YAML lines are still at hand.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from exchanger.patterns import (
     Pattern,
     PatternError,
     Template,
+    ascii_lower,
     claim_text,
 )
 from exchanger.permissions import PERMISSIONS
@@ -47,14 +48,32 @@ _ANCHORED = {
 
 @dataclass(frozen=True, slots=True)
 class ClaimRule:
-    """One claim and the patterns of which at least one must match it."""
+    """One claim and the patterns of which at least one must match it.
+
+    The exact patterns are also kept as sets (as written, and ASCII-folded), so a
+    rule costs one look-up however many values it lists; regexes are tried after.
+    """
 
     claim: str
     patterns: tuple[Pattern, ...]
+    _exact: frozenset[str] = field(init=False, repr=False, compare=False)
+    _folded: frozenset[str] = field(init=False, repr=False, compare=False)
+    _regexes: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        exact = [p for p in self.patterns if p.exact is not None]
+        object.__setattr__(self, "_exact", frozenset(p.exact for p in exact if not p.fold))
+        object.__setattr__(self, "_folded", frozenset(p.exact for p in exact if p.fold))
+        regexes = tuple(p.regex for p in self.patterns if p.exact is None)
+        object.__setattr__(self, "_regexes", regexes)
 
     def matches(self, claims: Mapping[str, Any]) -> bool:
         text = claim_text(claims.get(self.claim))
-        return text is not None and any(p.matches(text) for p in self.patterns)
+        if text is None:
+            return False
+        if text in self._exact or (self._folded and ascii_lower(text) in self._folded):
+            return True
+        return any(regex.fullmatch(text) is not None for regex in self._regexes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +202,20 @@ def _glob(base: Path, pattern: str) -> list[Path]:
 
 
 def _policy_file(path: Path, root: Section, context: Context) -> list[Policy]:
+    """The policies of one file, read item by item; a file with a problem is read whole."""
+    problems = Problems()
+    policies: list[Policy] = []
+    try:
+        for item, line in yamlsource.iter_sequence(path):
+            policies.extend(_policy_list_item(item, line, str(path), problems, context))
+    except yamlsource.NotStreamable:
+        return _policy_file_whole(path, root, context)
+    root.problems.errors.extend(problems.errors)
+    root.problems.warnings.extend(problems.warnings)
+    return policies
+
+
+def _policy_file_whole(path: Path, root: Section, context: Context) -> list[Policy]:
     try:
         data = yamlsource.load(path)
     except YamlError as exc:
@@ -197,13 +230,18 @@ def _policy_file(path: Path, root: Section, context: Context) -> list[Policy]:
 def _policy_list(items: YList, file: str, problems: Problems, context: Context) -> list[Policy]:
     out = []
     for item, line in zip(items, items.lines, strict=True):
-        if not isinstance(item, YMap):
-            problems.error(file, line, "each policy must be a mapping")
-            continue
-        policy = _policy(Section(item, file, problems, "policy"), context)
-        if policy is not None:
-            out.append(policy)
+        out.extend(_policy_list_item(item, line, file, problems, context))
     return out
+
+
+def _policy_list_item(
+    item: Any, line: int, file: str, problems: Problems, context: Context
+) -> list[Policy]:
+    if not isinstance(item, YMap):
+        problems.error(file, line, "each policy must be a mapping")
+        return []
+    policy = _policy(Section(item, file, problems, "policy"), context)
+    return [] if policy is None else [policy]
 
 
 def _policy(section: Section, context: Context) -> Policy | None:

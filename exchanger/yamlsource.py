@@ -7,6 +7,7 @@ override (PyYAML's default).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,53 @@ def load(path: Path) -> Any:
         raise YamlError(f"invalid YAML: {exc.problem or exc.context}", line) from None
     except yaml.YAMLError as exc:
         raise YamlError(f"invalid YAML: {exc.__class__.__name__}", 0) from None
+
+
+class NotStreamable(Exception):
+    """`iter_sequence` cannot read this file item by item; `load` it whole instead."""
+
+
+def iter_sequence(path: Path) -> Iterator[tuple[Any, int]]:
+    """The items of a file holding one YAML sequence, each with its line, built one at a time.
+
+    `load` composes the whole document before building it, so a file of 10,000
+    policies holds every node of the document at once (and leaves the heap that
+    fragmented). This composes, builds and hands over one item at a time with the
+    same parser and constructors. It is for files that are fine: on anything else
+    (a parse or construction error, a document that is not one plain sequence) it
+    raises `NotStreamable`, and the caller should `load` the file whole, which
+    reports the problem exactly as before.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise NotStreamable from None
+    loader: Any = _Loader(text)  # PyYAML's event API is untyped
+    try:
+        loader.get_event()  # stream start
+        if not loader.check_event(yaml.DocumentStartEvent):
+            raise NotStreamable
+        loader.get_event()
+        start = loader.peek_event()
+        if not isinstance(start, yaml.SequenceStartEvent) or start.anchor is not None:
+            raise NotStreamable
+        if start.tag not in (None, "!", yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG):
+            raise NotStreamable
+        loader.get_event()
+        index = 0
+        while not loader.check_event(yaml.SequenceEndEvent):
+            node = loader.compose_node(None, index)
+            item = loader.construct_document(node)
+            yield item, node.start_mark.line + 1
+            index += 1
+        loader.get_event()
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise NotStreamable  # several documents: `load` says what is wrong
+    except (yaml.YAMLError, YamlError, RecursionError):
+        raise NotStreamable from None
+    finally:
+        loader.dispose()
 
 
 class Problems:

@@ -1,0 +1,5 @@
+"""`python -m bench`: the whole benchmark run (see docs/benchmarks.md)."""
+
+from bench.run import main
+
+raise SystemExit(main())
