@@ -48,8 +48,9 @@ FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 #: joserfc's limits for a compact JWS (`JWSRegistry.max_header_length`, …), kept as they were.
 MAX_HEADER_SEGMENT = 512
 MAX_SIGNATURE_SEGMENT = 1024
-#: The header members joserfc's JWS registry knows, and the type each must have; any
-#: other member is refused (its strict header check). The forbidden ones never get here.
+#: The header members joserfc's JWS registry knows, and the type each must have. Any
+#: other member is ignored, as RFC 7515 §4 requires (a new member in GitHub's header
+#: must not reject every token); the forbidden ones never get here.
 _HEADER_TYPES: dict[str, type] = {
     "alg": str,
     "kid": str,
@@ -181,7 +182,7 @@ def _check_signature(
             raise _Rejected
         for name, value in header.items():
             kind = _HEADER_TYPES.get(name)
-            if kind is None or not isinstance(value, kind):
+            if kind is not None and not isinstance(value, kind):
                 raise _Rejected
         if not (_canonical(head) and _canonical(payload)):  # base64url: _decode_segment
             raise _Rejected
@@ -192,7 +193,8 @@ def _check_signature(
 
 def _joserfc_signature(token: str, key: Any, alg: str) -> None:
     try:
-        jws.deserialize_compact(token, key, algorithms=[alg])
+        registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
+        jws.deserialize_compact(token, key, algorithms=[alg], registry=registry)
     except JoseError:
         raise InvalidToken("bad token signature") from None
     except Exception:
