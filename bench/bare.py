@@ -6,11 +6,17 @@ mirrors `exchanger.cli._serve`), so the only difference measured is what
 exchanger does per request.
 
     python -m bench.bare --port 8081 --workers 2
+
+`--busy-us N` makes every answer first burn N µs of CPU: a control that is as
+slow as exchanger without doing any of its work, to tell queueing (any handler
+that costs that much) from what is particular to exchanger.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,7 +35,14 @@ SERVER_SETTINGS: dict[str, Any] = {
 }
 
 
+_BUSY = float(os.environ.get("BENCH_BARE_BUSY_US", "0")) / 1e6
+
+
 async def _ok(request: Request) -> Response:
+    if _BUSY:
+        until = time.perf_counter() + _BUSY
+        while time.perf_counter() < until:
+            pass
     return PlainTextResponse("ok")
 
 
@@ -52,7 +65,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--busy-us", type=float, default=0.0, help="CPU to burn per request")
     args = parser.parse_args()
+    os.environ["BENCH_BARE_BUSY_US"] = str(args.busy_us)  # for the worker processes
     uvicorn.run(
         "bench.bare:app_factory",
         factory=True,

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             text = raw.read_text()
             if args.raw:
                 args.raw.write_text(text)
+            print(breakdown(text, 1e6 * gateway_cpu / max(1, result.requests)))
+            print()
             print(summarize(text, args.top))
     return 0
 
@@ -89,6 +91,56 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (its threads included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: Where a request's CPU goes: each sample counts for the first entry whose function
+#: (suffix of the name; empty: any) in a file (path fragment) is on its stack.
+BREAKDOWN = (
+    ("RSA signature check (cryptography, from verify.py)", "check", "exchanger/verify.py"),
+    ("rest of token verification (verify.py, jwks.py)", "Verifier.verify", "exchanger/verify"),
+    ("policy decision (policy.py, policy_index.py)", "Engine.decide", "exchanger/policy.py"),
+    ("audit line (audit.py, logging, json)", "record", "exchanger/audit.py"),
+    ("rate limits (limits.py)", "", "exchanger/limits.py"),
+    ("metrics (prometheus_client, called in app.py)", "", "prometheus_client/"),
+    ("`request.url.query` (app.py; builds a URL object)", "HTTPConnection.url", "starlette/"),
+    ("request id (app.py; uuid4)", "_request_id", "exchanger/app.py"),
+    ("reading the body (app.py _read_body)", "_read_body", "exchanger/app.py"),
+    ("rest of the exchange in app.py (handler, response object)", "exchange", "exchanger/app"),
+    (
+        "sending the response (Starlette Response, uvicorn writes)",
+        "Response.__call__",
+        "starlette/",
+    ),
+    ("HTTP parsing (uvicorn httptools protocol)", "data_received", "uvicorn/"),
+    ("Starlette + uvicorn dispatch, middleware, event loop", "", ""),
+)
+
+
+def breakdown(collapsed: str, cpu_us: float) -> str:
+    """Samples (and µs per request) per BREAKDOWN entry, each sample counted once."""
+    counts = dict.fromkeys([label for label, _, _ in BREAKDOWN], 0)
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        for label, function, where in BREAKDOWN:
+            if any(_frame_is(f, function, where) for f in frames):
+                counts[label] += count
+                break
+    lines = ["share   µs/req  where the CPU goes"]
+    for label, count in counts.items():
+        share = count / max(1, samples)
+        lines.append(f"{100 * share:5.1f}  {share * cpu_us:7.0f}  {label}")
+    return "\n".join(lines)
+
+
+def _frame_is(frame: str, function: str, where: str) -> bool:
+    name, _, location = frame.partition(" (")
+    return where in location and (not function or name.endswith(function))
 
 
 def summarize(collapsed: str, top: int) -> str:

@@ -128,7 +128,18 @@ def render(results: Results, argv: Sequence[str]) -> str:
             ],
             rows,
         )  # fmt: skip
+    control = results.control
     lines += [
+        "",
+        f"Peak p99s are saturation artefacts: {s.connections} connections queue on each "
+        "event loop and uvicorn serves them unevenly."
+        + (
+            f" The control below (a bare app burning {control.busy_us:.0f} µs per request, "
+            f"exchanger's extra CPU) shows the same tail at its peak: p50 / p99 "
+            f"{_ms(control.peak)} ms at {control.peak.rps:,.0f} req/s."
+            if control is not None
+            else ""
+        ),
         "",
         "Installation and runner exchanges include the fake GitHub's fixed 50 ms per call, "
         f"so with {s.connections} connections they cannot exceed "
@@ -152,6 +163,16 @@ def render(results: Results, argv: Sequence[str]) -> str:
             for h in results.half
         ],
     )  # fmt: skip
+    if control is not None and results.half:
+        first = results.half[0]
+        lines += [
+            "",
+            f"Control at the same offered load ({first.target_rps:,.0f} req/s, 1 worker): a "
+            f"bare app burning {control.busy_us:.0f} µs per request answers at p50 / p99 "
+            f"{_ms(control.half)} ms, a p99 ratio of "
+            f"{_x(_ratio(control.half.p99_ms, first.bare.p99_ms))} to the plain bare app: "
+            "queueing behind that much CPU per request costs this much on its own.",
+        ]
     lines += [
         "",
         f"Each of the {s.connections} connections waits an exponentially distributed time "
@@ -261,8 +282,9 @@ def render(results: Results, argv: Sequence[str]) -> str:
     total = sum(j.fetches for j in results.jwks)
     lines += [
         "",
-        f"JWKS fetches during the whole run: {total} (each worker fetches once at start-up, "
-        "then every 5 minutes; the fake issuer counts them).",
+        f"JWKS fetches during the whole run: {total} counted in the gateways' logs, "
+        f"{results.jwks_served} served by the fake issuer. Each worker fetches once at "
+        "start-up and then every 5 minutes (and on an unknown `kid`, at most once a minute).",
         "",
         "### Environment",
         "",

@@ -110,6 +110,13 @@ class Scaling:
 
 
 @dataclass
+class Control:
+    busy_us: float
+    peak: LoadResult
+    half: LoadResult  # at the same offered load as exchanger's half-load run
+
+
+@dataclass
 class Memory:
     policies: int
     workers: int
@@ -134,7 +141,9 @@ class Results:
     half: list[HalfLoad] = field(default_factory=list)
     policy_runs: list[PolicyRun] = field(default_factory=list)
     jwks: list[JwksWindow] = field(default_factory=list)
+    jwks_served: int = 0  # JWKS documents the fake issuer served during the run
     scaling: Scaling | None = None
+    control: Control | None = None
     memory: Memory | None = None
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -161,30 +170,30 @@ class Bench:
             mean_delay_ms=mean_delay_ms,
         )
 
-    def start_exchanger(self, policies: int, workers: int) -> tuple[Server, int]:
-        before = self.work.issuer.jwks_requests
-        server = start_exchanger(
+    def start_exchanger(self, policies: int, workers: int) -> Server:
+        return start_exchanger(
             self.work.directory,
             self.work.config(policies),
             workers,
             self.work.ca.ca_file,
             f"p{policies}",
         )
-        return server, before
 
-    def stop_exchanger(self, server: Server, jwks_before: int) -> None:
+    def stop_exchanger(self, server: Server) -> None:
         lived = server.stop()
-        fetches = self.work.issuer.jwks_requests - jwks_before
+        fetches = server.jwks_fetches()
         self.results.jwks.append(JwksWindow(server.name, server.workers, lived, fetches))
 
     def run(self) -> Results:
         started = time.monotonic()
+        jwks_before = self.work.issuer.jwks_requests
         for workers in self.settings.workers:
             self.compare(workers)
         if len(self.settings.workers) > 1:
             self.worker_scaling()
         self.policy_scaling()
         self.policy_memory()
+        self.results.jwks_served = self.work.issuer.jwks_requests - jwks_before
         self.results.seconds = time.monotonic() - started
         return self.results
 
@@ -205,14 +214,17 @@ class Bench:
         settings = self.settings
         self.log(f"{workers} worker(s): starting the bare app and exchanger")
         bare = start_bare(self.work.directory, workers)
-        exchanger, jwks_before = self.start_exchanger(settings.policies[0], workers)
+        exchanger = self.start_exchanger(settings.policies[0], workers)
         try:
             peaks: dict[str, LoadResult] = {}
+            bare_peaks: dict[str, LoadResult] = {}
             for scenario in SCENARIOS:
                 self.log(f"{workers}w {scenario.title}")
                 self.load(bare, scenario, settings.warmup)
                 self.load(exchanger, scenario, settings.warmup)
-                bare_result = self.load(bare, scenario, settings.duration)
+                bare_result = bare_peaks[scenario.key] = self.load(
+                    bare, scenario, settings.duration
+                )
                 exchanger.audit_counts()
                 calls_before = len(self.work.github.requests)
                 metrics_before = upstream_total(exchanger) if workers == 1 else None
@@ -249,17 +261,32 @@ class Bench:
             delay = settings.connections * 1000 / target
             self.log(f"{workers}w half load: {target:.0f} req/s")
             secret = SCENARIOS[0]
-            self.results.half.append(
-                HalfLoad(
-                    workers=workers,
-                    target_rps=target,
-                    exchanger=self.load(exchanger, secret, settings.duration, delay),
-                    bare=self.load(bare, secret, settings.duration, delay),
-                )
+            half = HalfLoad(
+                workers=workers,
+                target_rps=target,
+                exchanger=self.load(exchanger, secret, settings.duration, delay),
+                bare=self.load(bare, secret, settings.duration, delay),
             )
+            self.results.half.append(half)
+            if workers == 1:
+                self.control(peaks["secret"], bare_peaks["secret"], delay)
         finally:
             bare.stop()
-            self.stop_exchanger(exchanger, jwks_before)
+            self.stop_exchanger(exchanger)
+
+    def control(self, exchanger: LoadResult, bare_peak: LoadResult, delay: float) -> None:
+        """A bare app that burns exchanger's extra CPU per request: peak and half load."""
+        busy_us = max(0.0, 1e6 / exchanger.rps - 1e6 / bare_peak.rps)
+        self.log(f"control: bare app burning {busy_us:.0f} µs per request")
+        server = start_bare(self.work.directory, 1, busy_us)
+        secret = SCENARIOS[0]
+        try:
+            self.load(server, secret, self.settings.warmup)
+            peak = self.load(server, secret, self.settings.duration)
+            half = self.load(server, secret, self.settings.duration, delay)
+        finally:
+            server.stop()
+        self.results.control = Control(busy_us, peak, half)
 
     def worker_scaling(self) -> None:
         """Secret exchange peak with 1 and N workers, side by side, alternated (ABBA)."""
@@ -269,41 +296,39 @@ class Bench:
         self.log(f"scaling: {counts[0]} vs {counts[1]} workers")
         servers = [self.start_exchanger(settings.policies[0], w) for w in counts]
         try:
-            for server, _ in servers:
+            for server in servers:
                 self.load(server, secret, settings.warmup)
-            one, many = self.abba([self.peak_run(s, secret) for s, _ in servers])
+            one, many = self.abba([self.peak_run(s, secret) for s in servers])
             self.results.scaling = Scaling(counts[0], counts[1], one, many)
         finally:
-            for server, jwks_before in servers:
-                self.stop_exchanger(server, jwks_before)
+            for server in servers:
+                self.stop_exchanger(server)
 
     def policy_scaling(self) -> None:
         """The secret exchange with more and more policies (one worker each), alternated."""
         settings = self.settings
         secret = SCENARIOS[0]
-        servers: list[tuple[int, float, Server, int]] = []
+        servers: list[tuple[int, float, Server]] = []
         try:
             for count in settings.policies:
                 self.log(f"{count} policies: starting")
                 started = time.monotonic()
-                server, jwks_before = self.start_exchanger(count, 1)
-                servers.append((count, time.monotonic() - started, server, jwks_before))
+                server = self.start_exchanger(count, 1)
+                servers.append((count, time.monotonic() - started, server))
                 self.load(server, secret, settings.warmup)
             self.log("policies: peak")
-            peaks = self.abba([self.peak_run(s, secret) for _, _, s, _ in servers])
+            peaks = self.abba([self.peak_run(s, secret) for _, _, s in servers])
             fixed_rps = peaks[0].rps / 2
             delay = settings.connections * 1000 / fixed_rps
             self.log(f"policies: fixed load {fixed_rps:.0f} req/s")
-            fixed = self.abba([self.peak_run(s, secret, delay) for _, _, s, _ in servers])
-            for (count, startup, server, _), peak, at_fixed in zip(
-                servers, peaks, fixed, strict=True
-            ):
+            fixed = self.abba([self.peak_run(s, secret, delay) for _, _, s in servers])
+            for (count, startup, server), peak, at_fixed in zip(servers, peaks, fixed, strict=True):
                 self.results.policy_runs.append(
                     PolicyRun(count, startup, peak, at_fixed, fixed_rps, server.rss_mb())
                 )
         finally:
-            for _, _, server, jwks_before in servers:
-                self.stop_exchanger(server, jwks_before)
+            for _, _, server in servers:
+                self.stop_exchanger(server)
 
     def policy_memory(self) -> None:
         """Per-worker RSS with the most policies and several workers (supervisor apart)."""
@@ -312,14 +337,14 @@ class Bench:
         if workers < 2:
             return
         self.log(f"{count} policies, {workers} workers: memory")
-        server, jwks_before = self.start_exchanger(count, workers)
+        server = self.start_exchanger(count, workers)
         try:
             self.load(server, SCENARIOS[0], settings.warmup)
             self.results.memory = Memory(
                 count, workers, server.rss_mb(), server.supervisor_rss_mb()
             )
         finally:
-            self.stop_exchanger(server, jwks_before)
+            self.stop_exchanger(server)
 
 
 def upstream_total(server: Server) -> float:

@@ -97,6 +97,11 @@ class Server:
                     counts[(entry["endpoint"], entry["status"])] += 1
         return counts
 
+    def jwks_fetches(self) -> int:
+        """JWKS fetches of every worker, from their logs (`exchanger.jwks` logs each one)."""
+        text = self.stderr.read_text(errors="replace")
+        return text.count("jwks refreshed for ") + text.count("jwks refresh failed for ")
+
     def stop(self) -> float:
         """SIGTERM, wait; returns the seconds the server lived."""
         lived = time.monotonic() - self.started
@@ -110,12 +115,14 @@ class Server:
         return lived
 
 
-def start_bare(directory: Path, workers: int) -> Server:
+def start_bare(directory: Path, workers: int, busy_us: float = 0.0) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "bench.bare", "--port", str(port), "--workers", str(workers)]
-    server = _spawn(
-        f"bare-{workers}w", command, port=port, workers=workers, directory=directory, env={}
-    )
+    name = f"bare-{workers}w"
+    if busy_us:
+        command += ["--busy-us", f"{busy_us:.0f}"]
+        name = f"bare-busy{busy_us:.0f}us-{workers}w"
+    server = _spawn(name, command, port=port, workers=workers, directory=directory, env={})
     server.wait_ready("/healthz")
     return server
 

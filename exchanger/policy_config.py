@@ -7,7 +7,8 @@ too, while the YAML lines are still at hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +23,7 @@ from exchanger.patterns import (
     NamePattern,
     Pattern,
     PatternError,
+    Regex,
     Template,
     ascii_lower,
     claim_text,
@@ -46,26 +48,36 @@ _ANCHORED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ClaimRule:
     """One claim and the patterns of which at least one must match it.
 
-    The exact patterns are also kept as sets (as written, and ASCII-folded), so a
-    rule costs one look-up however many values it lists; regexes are tried after.
+    The exact values are also kept apart (as written, and ASCII-folded; a set once
+    there are many), so they are compared before any regex is tried.
     """
 
     claim: str
     patterns: tuple[Pattern, ...]
-    _exact: frozenset[str] = field(init=False, repr=False, compare=False)
-    _folded: frozenset[str] = field(init=False, repr=False, compare=False)
-    _regexes: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+    _exact: Collection[str] = field(init=False, repr=False, compare=False)
+    _folded: Collection[str] = field(init=False, repr=False, compare=False)
+    _regexes: tuple[Regex, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        exact = [p for p in self.patterns if p.exact is not None]
-        object.__setattr__(self, "_exact", frozenset(p.exact for p in exact if not p.fold))
-        object.__setattr__(self, "_folded", frozenset(p.exact for p in exact if p.fold))
-        regexes = tuple(p.regex for p in self.patterns if p.exact is None)
+        exact = tuple(p.exact for p in self.patterns if p.exact is not None and not p.fold)
+        folded = tuple(p.exact for p in self.patterns if p.exact is not None and p.fold)
+        regexes = tuple(p.regex for p in self.patterns if p.regex is not None)
+        object.__setattr__(self, "_exact", _values(exact))
+        object.__setattr__(self, "_folded", _values(folded))
         object.__setattr__(self, "_regexes", regexes)
+
+    @classmethod
+    def shared(cls, claim: str, patterns: tuple[Pattern, ...]) -> ClaimRule:
+        """The rule, as one object for every policy that repeats it (rules are immutable)."""
+        key = (claim, patterns)
+        rule = _RULES.get(key)
+        if rule is None:
+            rule = _RULES[key] = cls(claim, patterns)
+        return rule
 
     def matches(self, claims: Mapping[str, Any]) -> bool:
         text = claim_text(claims.get(self.claim))
@@ -74,6 +86,16 @@ class ClaimRule:
         if text in self._exact or (self._folded and ascii_lower(text) in self._folded):
             return True
         return any(regex.fullmatch(text) is not None for regex in self._regexes)
+
+
+def _values(values: tuple[str, ...]) -> Collection[str]:
+    """A few values stay a tuple (small, and quick to scan); many become a set."""
+    return values if len(values) <= 8 else frozenset(values)
+
+
+_RULES: weakref.WeakValueDictionary[tuple[str, tuple[Pattern, ...]], ClaimRule] = (
+    weakref.WeakValueDictionary()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +308,7 @@ def _claims(section: Section, context: Context) -> tuple[ClaimRule, ...] | None:
     for claim, raw in claims.data.items():
         patterns = _claim_patterns(claims, claim, raw)
         if patterns is not None:
-            rules.append(ClaimRule(claim, patterns))
+            rules.append(ClaimRule.shared(claim, patterns))
     names = set(claims.data)
     for claim, id_claim in _ID_FOR.items():
         if claim in names and id_claim not in names:

@@ -26,7 +26,7 @@ from typing import Any
 
 import re2
 
-from exchanger.patterns import OPTIONS, Pattern, ascii_lower, claim_text
+from exchanger.patterns import OPTIONS, Regex, ascii_lower, claim_text
 from exchanger.policy_config import ClaimRule, Policy
 
 #: An exact key shared by more policies than this loses to a `match:` rule, if any.
@@ -43,7 +43,7 @@ class PolicyIndex:
         self._policies = tuple(policies)
         shared = _sharing(self._policies)
         exact: dict[tuple[str, bool], dict[str, list[int]]] = {}
-        regex: dict[str, list[tuple[Pattern, int]]] = {}
+        regex: dict[str, list[tuple[Regex, int]]] = {}
         self._always: list[int] = []
         for number, policy in enumerate(self._policies):
             rule = _key_rule(policy, shared)
@@ -54,8 +54,8 @@ class PolicyIndex:
                 if pattern.exact is not None:
                     table = exact.setdefault((rule.claim, pattern.fold), {})
                     table.setdefault(pattern.exact, []).append(number)
-                else:
-                    regex.setdefault(rule.claim, []).append((pattern, number))
+                elif pattern.regex is not None:
+                    regex.setdefault(rule.claim, []).append((pattern.regex, number))
         self._exact = tuple(
             (claim, fold, {value: tuple(numbers) for value, numbers in table.items()})
             for (claim, fold), table in exact.items()
@@ -114,14 +114,14 @@ def _key_rule(policy: Policy, shared: Mapping[tuple[str, bool, str], int]) -> Cl
 class _ClaimSet:
     """The `match:` patterns filed under one claim, matched together by an RE2 set."""
 
-    def __init__(self, claim: str, entries: Sequence[tuple[Pattern, int]]) -> None:
+    def __init__(self, claim: str, entries: Sequence[tuple[Regex, int]]) -> None:
         self.claim = claim
         self.unindexed: list[int] = []
         by_expression: dict[str, list[int]] = {}
-        self._patterns: list[tuple[Pattern, tuple[int, ...]]] = []
-        for pattern, number in entries:
-            by_expression.setdefault(pattern.regex.pattern, []).append(number)
-        first = {pattern.regex.pattern: pattern for pattern, _ in reversed(entries)}
+        self._patterns: list[tuple[Regex, tuple[int, ...]]] = []
+        for regex, number in entries:
+            by_expression.setdefault(regex.pattern, []).append(number)
+        first = {regex.pattern: regex for regex, _ in reversed(entries)}
         self._set: Any = re2.Set.FullMatchSet(_set_options())
         self._set.Add(_EVERYTHING)
         self._numbers: list[tuple[int, ...]] = [()]
@@ -154,9 +154,9 @@ class _ClaimSet:
     def _one_by_one(self, text: str) -> Iterable[int]:
         """Without the set's answer: every policy whose pattern matches or cannot be tried."""
         out: list[int] = []
-        for pattern, numbers in self._patterns:
+        for regex, numbers in self._patterns:
             try:
-                matched = pattern.matches(text)
+                matched = regex.fullmatch(text) is not None
             except Exception:
                 matched = True  # the policy's own evaluation meets the same error
             if matched:
