@@ -134,8 +134,8 @@ def render(results: Results, argv: Sequence[str]) -> str:
         f"Peak p99s are saturation artefacts: {s.connections} connections queue on each "
         "event loop and uvicorn serves them unevenly."
         + (
-            f" The control below (a bare app burning {control.busy_us:.0f} µs per request, "
-            f"exchanger's extra CPU) shows the same tail at its peak: p50 / p99 "
+            f" For comparison, the control below (a bare app burning {control.busy_us:.0f} µs "
+            f"per request, exchanger's extra CPU) at its own peak: p50 / p99 "
             f"{_ms(control.peak)} ms at {control.peak.rps:,.0f} req/s."
             if control is not None
             else ""
@@ -205,8 +205,10 @@ def render(results: Results, argv: Sequence[str]) -> str:
     lines += [
         "",
         "The three servers run side by side and are loaded one at a time, in the order "
-        "10, 1,000, 10,000 and back (each figure is the mean of its two runs, so drift "
-        "cancels). Start-up is from spawning `exchanger serve` to `/readyz` answering "
+        "10, 1,000, 10,000 and back: peak figures are the faster of the two runs, fixed-load "
+        "figures their mean. The latency target is judged on p50 at the fixed load and on "
+        "CPU per request; p99 over 20 s moves by a third from run to run on this machine. "
+        "Start-up is from spawning `exchanger serve` to `/readyz` answering "
         "200; it includes loading the policies twice (`serve` validates the config before "
         "uvicorn builds the app from it). CPU per request ratio is the inverse of the peak "
         "ratio.",
@@ -239,7 +241,7 @@ def render(results: Results, argv: Sequence[str]) -> str:
             "",
             "Both exchanger processes run side by side and are loaded alternately "
             f"({scaling.few}, {scaling.many}, {scaling.many}, {scaling.few} workers; each "
-            "figure is the mean of its two runs). The bare row comes from the tables above; "
+            "figure is the faster of its two runs). The bare row comes from the tables above; "
             "with two workers the bare app is limited by wrk's own share of the two cores.",
         ]
     lines += ["", "### Upstream calls and JWKS fetches", ""]
