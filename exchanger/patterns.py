@@ -71,10 +71,14 @@ class Regex:
         self._compiled: Any = None
 
     def fullmatch(self, text: str) -> Any:
+        """The match, or None; text RE2 cannot take (a lone surrogate) matches nothing."""
         compiled = self._compiled
         if compiled is None:
             compiled = self._compiled = re2.compile(self.pattern, OPTIONS)
-        return compiled.fullmatch(text)
+        try:
+            return compiled.fullmatch(text)
+        except UnicodeEncodeError:  # not valid UTF-8: a caller's bytes, never a match
+            return None
 
     def __repr__(self) -> str:
         return f"Regex({self.pattern!r})"

@@ -187,3 +187,13 @@ def test_metrics_count_exchanges_by_endpoint_decision_status(
     assert "exchanger_exchange_duration_seconds_bucket" in text
     assert 'exchanger_jwks_refreshes_total{issuer="' in text
     assert REGISTRY_PASSWORD not in text
+
+
+def test_regression_lone_surrogate_claim_is_denied_not_500(
+    gateway: Gateway, issuer: FakeIssuer
+) -> None:
+    """JSON may escape a lone surrogate, which RE2 cannot take: no match, never a crash."""
+    token = issuer.mint(ref="refs/tags/v\ud800")
+    response = get(gateway, "/secrets/registry", headers=bearer(token))
+    assert response.status_code == 403
+    assert get(gateway, "/secrets/registry", headers=bearer(issuer.mint())).status_code == 200
