@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= policies/exchanger.yaml
 
-.PHONY: serve test lint demo clean
+.PHONY: serve test lint demo bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check exchanger tests
 	$(BIN)/ruff format --check exchanger tests
 	$(BIN)/mypy --strict exchanger
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
+
+soak: $(BIN)/.installed
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache

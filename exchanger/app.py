@@ -11,10 +11,10 @@ import json
 import logging
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from secrets import token_hex
 from typing import Any
 
 from starlette.applications import Starlette
@@ -151,7 +151,7 @@ def _request_id(scope: Scope) -> str:
             if 0 < len(text) <= 128 and set(text) <= _REQUEST_ID_CHARS:
                 return text
             break
-    return uuid.uuid4().hex
+    return token_hex(16)
 
 
 def error_response(exc: ExchangerError) -> JSONResponse:
@@ -284,7 +284,7 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
         body = await _read_body(request, gateway.config.server.max_body_bytes)
         ex.identity = await gateway.verifier.verify(_bearer(request))
         await gateway.limits.admit(ex.identity)
-        if request.url.query:
+        if request.scope["query_string"]:
             raise InvalidRequest("query parameters are not accepted; tokens go in headers")
         response = await handler(gateway, request, body, ex)
         status = response.status_code
@@ -294,8 +294,7 @@ async def exchange(request: Request, endpoint: str, handler: Handler) -> Respons
         raise
     finally:
         elapsed = time.perf_counter() - started
-        metrics.EXCHANGES.labels(endpoint, "allow" if status < 400 else "deny", status).inc()
-        metrics.EXCHANGE_SECONDS.labels(endpoint).observe(elapsed)
+        metrics.count_exchange(endpoint, status, elapsed)
         audit.record(
             request_id=ex.request_id,
             endpoint=endpoint,
@@ -327,7 +326,10 @@ def _bearer(request: Request) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
+    headers = request.headers
+    declared = headers.get("content-length", "")
+    if not declared and "transfer-encoding" not in headers:
+        return b""  # no body at all (a GET): nothing to read
     if declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge()
     chunks: list[bytes] = []

@@ -110,16 +110,25 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("exchanger: --tls-cert and --tls-key go together", file=sys.stderr)
         return USAGE_ERROR
-    os.environ["EXCHANGER_CONFIG"] = str(args.config)  # for worker processes
+    host, port = args.host or config.server.host, args.port or config.server.port
+    # One worker serves the config loaded here; several each load it themselves
+    # (the supervisor then keeps no copy of the policies).
+    app: Any = "exchanger.cli:app_factory"
+    if args.workers == 1:
+        from exchanger.app import create_app
+
+        app = create_app(config)
+    os.environ["EXCHANGER_CONFIG"] = str(args.config)
+    del config
     # uvicorn re-raises the stop signal once it has drained in-flight requests;
     # with these handlers in place that last signal is a no-op and we exit 0.
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda *_: None)
     uvicorn.run(
-        "exchanger.cli:app_factory",
-        factory=True,
-        host=args.host or config.server.host,
-        port=args.port or config.server.port,
+        app,
+        factory=args.workers != 1,
+        host=host,
+        port=port,
         workers=args.workers,
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,

@@ -8,6 +8,8 @@ counts its own requests.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -59,6 +61,19 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+
+def count_exchange(endpoint: str, status: int, seconds: float) -> None:
+    """One exchange's counter and latency; label children are cached (the hot path)."""
+    counter, histogram = _children(endpoint, status)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+@functools.cache
+def _children(endpoint: str, status: int) -> tuple[Counter, Histogram]:
+    decision = "allow" if status < 400 else "deny"
+    return EXCHANGES.labels(endpoint, decision, status), EXCHANGE_SECONDS.labels(endpoint)
 
 
 def cache_lookup(cache: str, hit: bool) -> None:
