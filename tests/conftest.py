@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,20 +103,43 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def _mode_gateway(
-    mode: str,
+def _start_github_gateway(
     _issuer_server: FakeIssuer,
     _github_server: FakeGitHub,
     app_credentials: AppCredentials,
     ca: TestCA,
     tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], AbstractContextManager[Gateway]]:
+    """Starts a gateway on the GitHub test config in a mode ("app" or "pat")."""
+
+    @contextmanager
+    def start(mode: str) -> Iterator[Gateway]:
+        directory = tmp_path_factory.mktemp(f"{mode}-gateway")
+        pem = app_credentials.pem_pkcs1.replace("\n", "\r\n")  # GitHub's format, CRLF ok
+        (directory / "app.pem").write_text(pem, encoding="utf-8")
+        assert _github_server.api_url is not None
+        api_url = _github_server.api_url
+        path = write_github_config(directory, _issuer_server.url, api_url, mode=mode)
+        with running_gateway(path, ca) as gateway:
+            yield gateway
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def _mode_gateway(
+    mode: str, _start_github_gateway: Callable[[str], AbstractContextManager[Gateway]]
 ) -> Iterator[Gateway]:
-    directory = tmp_path_factory.mktemp(f"{mode}-gateway")
-    pem = app_credentials.pem_pkcs1.replace("\n", "\r\n")  # GitHub's format, CRLF tolerated
-    (directory / "app.pem").write_text(pem, encoding="utf-8")
-    assert _github_server.api_url is not None
-    path = write_github_config(directory, _issuer_server.url, _github_server.api_url, mode=mode)
-    with running_gateway(path, ca) as gateway:
+    with _start_github_gateway(mode) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def app_gateway(
+    _start_github_gateway: Callable[[str], AbstractContextManager[Gateway]],
+) -> Iterator[Gateway]:
+    """A gateway in GitHub App mode (it serves every operation, /token included)."""
+    with _start_github_gateway("app") as gateway:
         yield gateway
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,18 +79,25 @@ def ssl_context(ca: TestCA) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca.ca_file))
 
 
-def wait_ready(client: httpx.Client, timeout: float = 15.0) -> None:
-    """Poll /readyz until the gateway has its issuers' keys (a condition, not a sleep)."""
+def wait_for(condition: Callable[[], bool], what: str = "condition", timeout: float = 15.0) -> None:
+    """Poll a condition the test can observe until it holds (never a fixed sleep)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+    while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError("gateway did not become ready")
+            raise TimeoutError(f"{what} did not hold within {timeout} s")
         time.sleep(0.02)
+
+
+def wait_ready(client: httpx.Client, timeout: float = 15.0) -> None:
+    """Poll /readyz until the gateway has its issuers' keys."""
+
+    def ready() -> bool:
+        try:
+            return client.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(ready, "gateway readiness", timeout)
 
 
 @contextmanager

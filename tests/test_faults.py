@@ -23,7 +23,6 @@ An issuer's fetch timeout defaults to 10 s; the issuer tests configure
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +43,7 @@ from tests.gateway import (
     Gateway,
     running_gateway,
     ssl_context,
+    wait_for,
     write_config,
     write_github_config,
 )
@@ -57,15 +57,6 @@ SECRET = "/secrets/registry/password"
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll `condition` until it holds (never a sleep as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        time.sleep(0.02)
 
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"

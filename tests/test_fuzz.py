@@ -45,10 +45,9 @@ from exchanger.jwks import IssuerKeys
 from exchanger.policy import Engine
 from exchanger.request import RUNNER_ACTIONS, SecretRequest, installation_request, runner_request
 from exchanger.verify import Verifier
-from tests.fakes.github import AppCredentials, FakeGitHub
+from tests.fakes.github import FakeGitHub
 from tests.fakes.issuer import AUDIENCE, FakeIssuer, b64url
-from tests.fakes.tls import TestCA
-from tests.gateway import Gateway, running_gateway, write_github_config
+from tests.gateway import Gateway
 
 NOW = 1_760_000_000.0
 LEEWAY = 30
@@ -721,23 +720,6 @@ def test_config_nul_byte_in_a_file_source_is_a_config_error(source: str) -> None
 
 
 # --- HTTP: arbitrary bodies through the running gateway -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def app_gateway(
-    _issuer_server: FakeIssuer,
-    _github_server: FakeGitHub,
-    app_credentials: AppCredentials,
-    ca: TestCA,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
-    """A gateway in GitHub App mode (it can serve every operation, /token included)."""
-    directory = tmp_path_factory.mktemp("app-gateway")
-    (directory / "app.pem").write_text(app_credentials.pem_pkcs8, encoding="utf-8")
-    assert _github_server.api_url is not None
-    path = write_github_config(directory, _issuer_server.url, _github_server.api_url, mode="app")
-    with running_gateway(path, ca) as gateway:
-        yield gateway
 
 
 @FUZZ

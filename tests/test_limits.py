@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ from tests.gateway import (
     gateway_process,
     running_gateway,
     ssl_context,
+    wait_for,
     write_config,
 )
 
@@ -142,14 +142,6 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
         yield server
 
 
-def _poll(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-
-
 def test_replicas_share_limits_and_token_ids(
     issuer: FakeIssuer, ca: TestCA, config_dir: Path, redis: RedisServer
 ) -> None:
@@ -190,7 +182,7 @@ def test_redis_outage_fails_single_use_closed_and_recovers(
         assert ready.json()["degraded"] == ["redis"]
 
         redis.start()
-        _poll(
+        wait_for(
             lambda: fetch(
                 gateway, issuer.mint(repository_id="80"), "/secrets/npm-publish/token"
             ).status_code == 200,

@@ -34,10 +34,9 @@ from exchanger import errors
 from exchanger.app import create_app
 from exchanger.permissions import PERMISSIONS
 from exchanger.request import _JIT_FIELDS
-from tests.fakes.github import AppCredentials, FakeGitHub
+from tests.fakes.github import FakeGitHub
 from tests.fakes.issuer import FakeIssuer
-from tests.fakes.tls import TestCA
-from tests.gateway import Gateway, running_gateway, write_config, write_github_config
+from tests.gateway import Gateway, write_config
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 #: Starlette answers HEAD for every GET route on its own; the description lists GET only.
@@ -167,23 +166,6 @@ schema = schemathesis.openapi.from_path(
         }
     ),
 )
-
-
-@pytest.fixture(scope="module")
-def app_gateway(
-    _issuer_server: FakeIssuer,
-    _github_server: FakeGitHub,
-    app_credentials: AppCredentials,
-    ca: TestCA,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
-    """A gateway in GitHub App mode (it can serve every operation, /token included)."""
-    directory = tmp_path_factory.mktemp("app-gateway")
-    (directory / "app.pem").write_text(app_credentials.pem_pkcs8, encoding="utf-8")
-    assert _github_server.api_url is not None
-    path = write_github_config(directory, _issuer_server.url, _github_server.api_url, mode="app")
-    with running_gateway(path, ca) as gateway:
-        yield gateway
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tests.gateway import (
     REGISTRY_PASSWORD,
     gateway_process,
     sample,
+    wait_for,
     write_config,
     write_github_config,
 )
@@ -105,15 +104,6 @@ def test_github_credentials_never_reach_logs(
     assert all("PRIVATE KEY" not in answer for answer in answers)
 
 
-def _poll(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait for a condition the test can observe (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-
-
 def _reloads(client: httpx.Client, result: str) -> float:
     text = client.get("/metrics").text
     return sample(text, "exchanger_config_reloads_total", result=result)
@@ -128,13 +118,13 @@ def test_sighup_reloads_config_and_keeps_serving_through_a_bad_one(
         assert client.get("/secrets/registry/password", headers=token).text == REGISTRY_PASSWORD
         path.write_text(path.read_text().replace(REGISTRY_PASSWORD, "rotated-password-1"))
         gateway.process.send_signal(signal.SIGHUP)
-        _poll(lambda: _reloads(client, "ok") == 1, "reload")
+        wait_for(lambda: _reloads(client, "ok") == 1, "reload")
         assert client.get("/secrets/registry/password", headers=token).text == "rotated-password-1"
 
         good = path.read_text()
         path.write_text(good + "policies: [oops\n")
         gateway.process.send_signal(signal.SIGHUP)
-        _poll(lambda: _reloads(client, "invalid") == 1, "refused reload")
+        wait_for(lambda: _reloads(client, "invalid") == 1, "refused reload")
         assert client.get("/secrets/registry/password", headers=token).text == "rotated-password-1"
         assert client.get("/readyz").status_code == 200
         client.close()
@@ -158,7 +148,7 @@ def test_sigterm_lets_requests_in_flight_finish(
     with gateway_process(path, ca) as gateway:
         with gateway.client() as client, ThreadPoolExecutor(max_workers=5) as pool:
             pending = [pool.submit(client.post, "/register", headers=headers) for _ in range(5)]
-            _poll(lambda: len(github.requests) == 5, "requests reached GitHub")
+            wait_for(lambda: len(github.requests) == 5, "requests reached GitHub")
             gateway.process.send_signal(signal.SIGTERM)
             answers = [future.result(timeout=30) for future in pending]
         code, _out, _err = gateway.stop()
