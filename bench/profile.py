@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.load import run_wrk
@@ -120,13 +121,8 @@ def breakdown(collapsed: str, cpu_us: float) -> str:
     """Samples (and µs per request) per BREAKDOWN entry, each sample counted once."""
     counts = dict.fromkeys([label for label, _, _ in BREAKDOWN], 0)
     samples = 0
-    for line in collapsed.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
+    for frames, count in _stacks(collapsed):
         samples += count
-        frames = stack.split(";")
         for label, function, where in BREAKDOWN:
             if any(_frame_is(f, function, where) for f in frames):
                 counts[label] += count
@@ -136,6 +132,14 @@ def breakdown(collapsed: str, cpu_us: float) -> str:
         share = count / max(1, samples)
         lines.append(f"{100 * share:5.1f}  {share * cpu_us:7.0f}  {label}")
     return "\n".join(lines)
+
+
+def _stacks(collapsed: str) -> Iterator[tuple[list[str], int]]:
+    """py-spy's collapsed output: each stack's frames (outermost first) and sample count."""
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack:
+            yield stack.split(";"), int(count_text)
 
 
 def _frame_is(frame: str, function: str, where: str) -> bool:
@@ -149,13 +153,8 @@ def summarize(collapsed: str, top: int) -> str:
     total: collections.Counter[str] = collections.Counter()
     package: collections.Counter[str] = collections.Counter()
     samples = 0
-    for line in collapsed.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
+    for frames, count in _stacks(collapsed):
         samples += count
-        frames = stack.split(";")
         own[frames[-1]] += count
         package[_package(frames[-1])] += count
         for frame in set(frames):
