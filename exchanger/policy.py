@@ -169,11 +169,8 @@ def _deny_touches(policy: Policy, claims: Mapping[str, Any], request: Request) -
     installation = grants.installation
     if installation is None:
         return False
-    owner = installation.owner.render(claims)
-    if owner is None or ascii_lower(owner) != request.owner:
-        return False
     granted = _granted_repositories(installation, claims, request.owner)
-    if granted is False or granted == ():
+    if granted is False:
         return False
     wanted = request.repositories
     if granted is not None and isinstance(wanted, tuple) and set(granted).isdisjoint(wanted):
@@ -211,12 +208,9 @@ def _runner_terms(
 def _installation_terms(
     grant: InstallationGrant, claims: Mapping[str, Any], request: InstallationRequest
 ) -> tuple[Terms] | None:
-    owner = grant.owner.render(claims)
-    if owner is None or ascii_lower(owner) != request.owner:
-        return None
     granted = _granted_repositories(grant, claims, request.owner)
-    if granted is False or granted == ():
-        return None  # never send GitHub an empty list: it would mean "all"
+    if granted is False:
+        return None
     wanted = request.repositories
     if wanted is None:
         repositories = granted
@@ -242,7 +236,12 @@ def _installation_terms(
 def _granted_repositories(
     grant: InstallationGrant, claims: Mapping[str, Any], owner: str
 ) -> tuple[str, ...] | Literal[False] | None:
-    """Bare names the grant allows under `owner`; None for all; False when it voids."""
+    """Bare names the grant allows under `owner`; None for all; False when it is for
+    another owner, a placeholder voids it, or no name is left (an empty list would
+    mean "all" to GitHub)."""
+    granted_owner = grant.owner.render(claims)
+    if granted_owner is None or ascii_lower(granted_owner) != owner:
+        return False
     if grant.repositories is None:
         return None
     names: dict[str, None] = {}
@@ -253,7 +252,7 @@ def _granted_repositories(
         repo_owner, slash, bare = ascii_lower(rendered).rpartition("/")
         if not slash or repo_owner == owner:
             names[bare] = None
-    return tuple(names)
+    return tuple(names) or False
 
 
 def _trace(policy: Policy, claims: Mapping[str, Any], matched: bool, covered: bool) -> PolicyTrace:
