@@ -26,14 +26,13 @@ from joserfc.jwk import RSAKey
 
 from bench.workload import _CONFIG, hot_claims, mint_pool
 from exchanger import audit
-from exchanger import config as config_module
-from exchanger.config import IssuerConfig
-from exchanger.identity import Identity
-from exchanger.jwks import IssuerKeys, VerificationKey
-from exchanger.policy import Engine
-from exchanger.policy_config import Policy
-from exchanger.request import SecretRequest
-from exchanger.verify import Verifier
+from exchanger.config.load import IssuerConfig, load_config
+from exchanger.identity.claims import Identity
+from exchanger.identity.jwks import IssuerKeys, VerificationKey
+from exchanger.identity.verify import Verifier
+from exchanger.policy.asks import SecretRequest
+from exchanger.policy.engine import Engine
+from exchanger.policy.model import Policy
 from tests.fakes.issuer import AUDIENCE, FakeIssuer
 
 ISSUER = "https://issuer.bench.invalid"
@@ -134,7 +133,7 @@ def _policies(directory: Path, count: int) -> tuple[Policy, ...]:
         ),
         encoding="utf-8",
     )  # fmt: skip
-    return config_module.load(path).policies
+    return load_config(path).policies
 
 
 _PEM: list[str] = []

@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchanger import audit, metrics, secrets
-from exchanger.config import Config
+from exchanger import audit, metrics
+from exchanger.config.load import Config
 from exchanger.errors import (
     AccessDenied,
     ExchangerError,
@@ -33,18 +33,19 @@ from exchanger.errors import (
     MissingToken,
     RequestTooLarge,
 )
-from exchanger.gateway import Gateway, Runtime
-from exchanger.github.installations import installation_token
+from exchanger.exchange import static
+from exchanger.exchange.github.installations import installation_token
 from exchanger.http import make_client
-from exchanger.identity import Identity
-from exchanger.policy import Decision, InstallationTerms, RunnerTerms
-from exchanger.request import Request as Ask
-from exchanger.request import (
+from exchanger.identity.claims import Identity
+from exchanger.policy.asks import Request as Ask
+from exchanger.policy.asks import (
     RunnerAction,
     SecretRequest,
     installation_request,
     runner_request,
 )
+from exchanger.policy.engine import Decision, InstallationTerms, RunnerTerms
+from exchanger.runtime import Gateway, Runtime
 
 log = logging.getLogger("exchanger")
 
@@ -224,7 +225,7 @@ async def _reveal_secret(gateway: Gateway, request: Request, body: bytes, ex: Ex
     ask = SecretRequest(name=params["name"], field=params.get("field"))
     ex.ask = ask
     await _decide(gateway, ex)
-    values = secrets.reveal(gateway.config.secrets, ask)
+    values = static.reveal(gateway.config.secrets, ask)
     if ask.field is not None:
         return PlainTextResponse(values[ask.field])
     return JSONResponse(values)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from exchanger.identity import Identity
+from exchanger.identity.claims import Identity
 
 log = logging.getLogger("exchanger.audit")
 

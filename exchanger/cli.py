@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from exchanger import __version__
-from exchanger import config as config_module
+from exchanger.config.load import load_config
 from exchanger.errors import ConfigError, InvalidRequest
-from exchanger.identity import Identity
-from exchanger.policy import Decision, Engine, PolicyTrace
-from exchanger.request import (
+from exchanger.identity.claims import Identity
+from exchanger.policy.asks import (
     RUNNER_ACTIONS,
     Request,
     SecretRequest,
     installation_request,
     runner_request,
 )
+from exchanger.policy.engine import Decision, Engine, PolicyTrace
 
 USAGE_ERROR = 2
 
@@ -86,7 +86,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = config_module.load(args.config)
+    config = load_config(args.config)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
     print(config.summary())
@@ -94,7 +94,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from exchanger.schema import SCHEMA
+    from exchanger.config.schema import SCHEMA
 
     print(json.dumps(SCHEMA, indent=2))
     return 0
@@ -103,7 +103,7 @@ def _schema(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    config = config_module.load(args.config)
+    config = load_config(args.config)
     configure_logging()
     for warning in config.warnings:
         logging.getLogger("exchanger").warning("%s", warning)
@@ -146,7 +146,7 @@ def app_factory() -> Any:
     from exchanger.app import create_app
 
     configure_logging()
-    return create_app(config_module.load(os.environ["EXCHANGER_CONFIG"]))
+    return create_app(load_config(os.environ["EXCHANGER_CONFIG"]))
 
 
 def configure_logging() -> None:
@@ -164,7 +164,7 @@ def configure_logging() -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    config = config_module.load(args.config)
+    config = load_config(args.config)
     try:
         claims = json.loads(args.claims.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

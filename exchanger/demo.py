@@ -38,8 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from exchanger import config as config_module
-from exchanger.config import IssuerConfig
+from exchanger.config.load import IssuerConfig, load_config
 
 AUDIENCE = "https://exchanger.demo.invalid"
 #: Claims that satisfy the example policy `registry-from-main`.
@@ -174,7 +173,7 @@ def run_demo(config_path: Path) -> int:
     from exchanger.cli import configure_logging
 
     print(WARNING, file=sys.stderr)
-    base = config_module.load(config_path)
+    base = load_config(config_path)
     configure_logging()
     with tempfile.TemporaryDirectory(prefix="exchanger-demo-") as tmp:
         cert, key = _self_signed(Path(tmp))

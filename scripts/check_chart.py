@@ -326,7 +326,7 @@ def check_config(
         case,
         "policies.yaml differs from the values' policies",
     )
-    from exchanger.schema import SCHEMA
+    from exchanger.config.schema import SCHEMA
 
     if "state" in config and "state" not in SCHEMA["properties"]:
         # state.redisUrl is prepared ahead of the gateway's support for it;

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from exchanger import config as config_module
 from exchanger.app import create_app
+from exchanger.config.load import load_config
 from exchanger.demo import loopback_socket, serve_in_thread
 from tests.fakes.issuer import AUDIENCE
 from tests.fakes.tls import TestCA
@@ -103,7 +103,7 @@ def wait_ready(client: httpx.Client, timeout: float = 15.0) -> None:
 @contextmanager
 def running_gateway(config_path: Path, ca: TestCA, *, ready: bool = True) -> Iterator[Gateway]:
     """The gateway app in this process, served by uvicorn over TLS on loopback."""
-    app = create_app(config_module.load(config_path))
+    app = create_app(load_config(config_path))
     tls = {"ssl_certfile": str(ca.cert_file), "ssl_keyfile": str(ca.key_file)}
     with serve_in_thread(app, lifespan="on", **tls) as address:
         gateway = Gateway(url=f"https://{address}", ca=ca)

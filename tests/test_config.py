@@ -11,8 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from exchanger import config
-from exchanger.config import Config
+from exchanger.config.load import Config, GitHubAppConfig, load_config
 from exchanger.errors import ConfigError
 
 ISSUERS = """\
@@ -57,7 +56,7 @@ GITHUB_ENV = {"GITHUB_TOKEN": "not-a-real-token"}
 
 
 def load(directory: Path, text: str, environ: Mapping[str, str] | None = None) -> Config:
-    return config.load(write(directory, text), environ=GITHUB_ENV if environ is None else environ)
+    return load_config(write(directory, text), environ=GITHUB_ENV if environ is None else environ)
 
 
 def problems(directory: Path, text: str, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -438,7 +437,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     (elsewhere / "keys" / "pw.txt").write_text("WRONG\n")
     monkeypatch.chdir(elsewhere)
     for path in (conf / "exchanger.yaml", Path("../conf/exchanger.yaml")):
-        loaded = config.load(path, environ={})
+        loaded = load_config(path, environ={})
         assert loaded.secrets["registry"]["password"].value == "from-conf-dir"
         assert loaded.secrets["registry"]["other"].value == "one-level-up"
         assert [p.name for p in loaded.policies] == ["from-file"]
@@ -479,7 +478,7 @@ runner_scopes:
 TOKEN_CONFIG = ISSUERS + "github:\n  token: {value: from-file}\n"
 
 
-def _app(loaded: Config) -> config.GitHubAppConfig:
+def _app(loaded: Config) -> GitHubAppConfig:
     assert loaded.github is not None
     assert loaded.github.app is not None
     return loaded.github.app

@@ -36,15 +36,19 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from exchanger import config as config_module
-from exchanger.config import IssuerConfig
+from exchanger.config.load import IssuerConfig, load_config
 from exchanger.errors import ConfigError, InvalidRequest, InvalidToken, UpstreamUnavailable
 from exchanger.http import make_client
-from exchanger.identity import Identity
-from exchanger.jwks import IssuerKeys
-from exchanger.policy import Engine
-from exchanger.request import RUNNER_ACTIONS, SecretRequest, installation_request, runner_request
-from exchanger.verify import Verifier
+from exchanger.identity.claims import Identity
+from exchanger.identity.jwks import IssuerKeys
+from exchanger.identity.verify import Verifier
+from exchanger.policy.asks import (
+    RUNNER_ACTIONS,
+    SecretRequest,
+    installation_request,
+    runner_request,
+)
+from exchanger.policy.engine import Engine
 from tests.fakes.github import FakeGitHub
 from tests.fakes.issuer import AUDIENCE, FakeIssuer, b64url
 from tests.gateway import Gateway
@@ -477,7 +481,7 @@ def claims_dicts(draw: st.DrawFn) -> dict[str, Any]:
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     path = tmp_path_factory.mktemp("policy") / "exchanger.yaml"
     path.write_text(POLICY_CONFIG, encoding="utf-8")
-    return Engine(config_module.load(path, environ={}).policies)
+    return Engine(load_config(path, environ={}).policies)
 
 
 def text_of(value: Any) -> str | None:
@@ -672,7 +676,7 @@ def load_text(text: str) -> None:
         path.write_text(text, encoding="utf-8")
         problems: list[str] | None = None
         try:
-            config_module.load(path, environ={})
+            load_config(path, environ={})
         except ConfigError as exc:
             problems = exc.problems
         if problems is not None:
@@ -715,7 +719,7 @@ def test_config_nul_byte_in_a_file_source_is_a_config_error(source: str) -> None
         path = Path(directory) / "exchanger.yaml"
         path.write_text(base + source + "\n", encoding="utf-8")
         with pytest.raises(ConfigError) as caught:
-            config_module.load(path, environ={})
+            load_config(path, environ={})
     assert any(":2: " in problem for problem in caught.value.problems)
 
 

@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
-from exchanger import jwks as jwks_module
-from exchanger.config import IssuerConfig
+from exchanger.config.load import IssuerConfig
 from exchanger.errors import InvalidToken, UpstreamUnavailable
 from exchanger.http import make_client
-from exchanger.identity import Identity
-from exchanger.jwks import IssuerKeys
-from exchanger.verify import Verifier
+from exchanger.identity import jwks as jwks_module
+from exchanger.identity.claims import Identity
+from exchanger.identity.jwks import IssuerKeys
+from exchanger.identity.verify import Verifier
 from tests.fakes.issuer import AUDIENCE, FakeIssuer
 from tests.fakes.tls import TestCA
 from tests.gateway import running_gateway, write_config

@@ -29,11 +29,11 @@ from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from exchanger import config as config_module
 from exchanger import errors
 from exchanger.app import create_app
-from exchanger.permissions import PERMISSIONS
-from exchanger.request import _JIT_FIELDS
+from exchanger.config.load import load_config
+from exchanger.policy.asks import _JIT_FIELDS
+from exchanger.policy.permissions import PERMISSIONS
 from tests.fakes.github import FakeGitHub
 from tests.fakes.issuer import FakeIssuer
 from tests.gateway import Gateway, write_config
@@ -70,7 +70,7 @@ def test_description_is_valid_openapi_3_1() -> None:
 
 
 def test_paths_and_methods_are_exactly_the_routes(tmp_path: Path) -> None:
-    config = config_module.load(write_config(tmp_path, "https://issuer.invalid"))
+    config = load_config(write_config(tmp_path, "https://issuer.invalid"))
     app = starlette_app(create_app(config))
     routes = {
         (route.path, method.lower())

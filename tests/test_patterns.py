@@ -11,7 +11,7 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchanger.patterns import (
+from exchanger.policy.patterns import (
     CASE_INSENSITIVE_CLAIMS,
     NamePattern,
     Pattern,

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 import yaml
 
-from exchanger import config
+from exchanger.config.load import load_config
 from exchanger.errors import InvalidRequest
-from exchanger.identity import Identity
-from exchanger.policy import Decision, Engine, InstallationTerms, RunnerTerms
-from exchanger.request import (
+from exchanger.identity.claims import Identity
+from exchanger.policy.asks import (
     Request,
     SecretRequest,
     installation_request,
     runner_request,
 )
+from exchanger.policy.engine import Decision, Engine, InstallationTerms, RunnerTerms
 
 ISS = "https://token.actions.githubusercontent.com"
 
@@ -66,7 +66,7 @@ def engine(
         document["policy_files"] = ["policies.d/*.yaml"]
     path = directory / "exchanger.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), "utf-8")
-    return Engine(config.load(path, environ={}).policies)
+    return Engine(load_config(path, environ={}).policies)
 
 
 def policy(

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchanger.identity import Identity
-from exchanger.patterns import CASE_INSENSITIVE_CLAIMS, NamePattern, Pattern
-from exchanger.policy import Decision, Engine
-from exchanger.policy_config import ClaimRule, Grants, Policy
-from exchanger.policy_index import SHARED, PolicyIndex
-from exchanger.request import SecretRequest
+from exchanger.identity.claims import Identity
+from exchanger.policy.asks import SecretRequest
+from exchanger.policy.engine import Decision, Engine
+from exchanger.policy.index import SHARED, PolicyIndex
+from exchanger.policy.model import ClaimRule, Grants, Policy
+from exchanger.policy.patterns import CASE_INSENSITIVE_CLAIMS, NamePattern, Pattern
 
 CLAIM_NAMES = ["repository_id", "repository", "ref", "event_name", "environment"]
 VALUES: list[Any] = [

@@ -30,12 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from exchanger.config import IssuerConfig
+from exchanger.config.load import IssuerConfig
 from exchanger.errors import InvalidToken
 from exchanger.http import make_client
-from exchanger.identity import Identity
-from exchanger.jwks import IssuerKeys
-from exchanger.verify import Verifier
+from exchanger.identity.claims import Identity
+from exchanger.identity.jwks import IssuerKeys
+from exchanger.identity.verify import Verifier
 from tests.fakes.issuer import AUDIENCE, DROP, FakeIssuer, b64json, b64url
 from tests.fakes.tls import TestCA, serve_tls
 from tests.gateway import NPM_TOKEN, REGISTRY_PASSWORD, Gateway, ssl_context

@@ -20,19 +20,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from exchanger.identity import Identity
-from exchanger.patterns import NamePattern, ascii_lower, claim_text
-from exchanger.permissions import RANK
-from exchanger.permissions import covers as level_covers
-from exchanger.policy_config import InstallationGrant, Policy, RunnerGrant
-from exchanger.policy_index import PolicyIndex
-from exchanger.request import (
+from exchanger.identity.claims import Identity
+from exchanger.policy.asks import (
     InstallationRequest,
     Request,
     RunnerRequest,
     SecretRequest,
     scope_kind,
 )
+from exchanger.policy.index import PolicyIndex
+from exchanger.policy.model import InstallationGrant, Policy, RunnerGrant
+from exchanger.policy.patterns import NamePattern, ascii_lower, claim_text
+from exchanger.policy.permissions import RANK
+from exchanger.policy.permissions import covers as level_covers
 
 DEFAULT_LABELS = ("self-hosted",)
 

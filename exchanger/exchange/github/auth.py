@@ -22,9 +22,9 @@ from cachetools import TTLCache
 from joserfc import jwt
 
 from exchanger import metrics
-from exchanger.config import GitHubAppConfig
+from exchanger.config.load import GitHubAppConfig
 from exchanger.errors import UpstreamError
-from exchanger.github.client import GitHubClient
+from exchanger.exchange.github.client import GitHubClient
 
 JWT_BACKDATE = 60
 JWT_LIFETIME = 600

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import httpx
 
-from exchanger import config as config_module
 from exchanger import metrics
-from exchanger.config import Config, GitHubConfig
+from exchanger.config.load import Config, GitHubConfig, load_config
 from exchanger.errors import ConfigError, UpstreamUnavailable
-from exchanger.github.auth import AppCredentials, Credentials, TokenCredentials
-from exchanger.github.client import GitHubClient
-from exchanger.github.runners import Runners
-from exchanger.jwks import IssuerKeys
-from exchanger.limits import Limits
-from exchanger.policy import Engine
-from exchanger.state import MemoryStore, RedisStore, Store
-from exchanger.verify import Verifier
+from exchanger.exchange.github.auth import AppCredentials, Credentials, TokenCredentials
+from exchanger.exchange.github.client import GitHubClient
+from exchanger.exchange.github.runners import Runners
+from exchanger.identity.jwks import IssuerKeys
+from exchanger.identity.verify import Verifier
+from exchanger.limits.admission import Limits
+from exchanger.limits.store import MemoryStore, RedisStore, Store
+from exchanger.policy.engine import Engine
 
 log = logging.getLogger("exchanger")
 
@@ -144,7 +143,7 @@ class Runtime:
         async with self._reloading:
             path = path or self.gateway.config.path
             try:
-                config = await asyncio.to_thread(config_module.load, path)
+                config = await asyncio.to_thread(load_config, path)
             except ConfigError as exc:
                 for problem in exc.problems:
                     log.error("reload refused, keeping the current config: %s", problem)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exchanger.config import Secret
+from exchanger.config.load import Secret
 from exchanger.errors import AccessDenied
-from exchanger.request import SecretRequest
+from exchanger.policy.asks import SecretRequest
 
 
 def reveal(secrets: Mapping[str, Mapping[str, Secret]], request: SecretRequest) -> dict[str, str]:

@@ -26,8 +26,8 @@ from typing import Any
 
 import re2
 
-from exchanger.patterns import OPTIONS, Regex, ascii_lower, claim_text
-from exchanger.policy_config import ClaimRule, Policy
+from exchanger.policy.model import ClaimRule, Policy
+from exchanger.policy.patterns import OPTIONS, Regex, ascii_lower, claim_text
 
 #: An exact key shared by more policies than this loses to a `match:` rule, if any.
 SHARED = 16

@@ -16,11 +16,12 @@ from types import MappingProxyType
 
 from joserfc.jwk import RSAKey
 
-from exchanger import policy_config, yamlsource
+from exchanger.config import yamlsource
+from exchanger.config.yamlsource import Problems, Section, YamlError, YList, YMap
 from exchanger.errors import ConfigError
-from exchanger.patterns import Pattern, PatternError
-from exchanger.policy_config import Policy, RateLimit
-from exchanger.yamlsource import Problems, Section, YamlError, YList, YMap
+from exchanger.policy import model as policy_config
+from exchanger.policy.model import Policy, RateLimit
+from exchanger.policy.patterns import Pattern, PatternError
 
 #: Asymmetric JWS algorithms an issuer may be configured with. HMAC and
 #: `none` are absent on purpose: a public key must never act as a secret.
@@ -122,7 +123,7 @@ class Config:
         )
 
 
-def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate the config at `path`; raise ConfigError listing every problem."""
     env = os.environ if environ is None else environ
     path = Path(path)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchanger.config import SIGNING_ALGORITHMS
-from exchanger.permissions import PERMISSIONS
-from exchanger.request import RUNNER_ACTIONS
+from exchanger.config.load import SIGNING_ALGORITHMS
+from exchanger.policy.asks import RUNNER_ACTIONS
+from exchanger.policy.permissions import PERMISSIONS
 
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
 _SCALAR = {"type": ["string", "integer", "boolean"]}

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 
 from exchanger.errors import InvalidToken, RateLimited
-from exchanger.identity import Identity
-from exchanger.patterns import claim_text
-from exchanger.policy_config import Policy, RateLimit
-from exchanger.state import Store, retry_after_seconds
+from exchanger.identity.claims import Identity
+from exchanger.limits.store import Store, retry_after_seconds
+from exchanger.policy.model import Policy, RateLimit
+from exchanger.policy.patterns import claim_text
 
 REPLAY_MARGIN = 5
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exchanger.errors import InvalidRequest
-from exchanger.patterns import ascii_lower
-from exchanger.permissions import PERMISSIONS
+from exchanger.policy.patterns import ascii_lower
+from exchanger.policy.permissions import PERMISSIONS
 
 RunnerAction = Literal["register", "remove", "jitconfig"]
 RUNNER_ACTIONS: tuple[RunnerAction, ...] = ("register", "remove", "jitconfig")

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import re2
 
-from exchanger import yamlsource
-from exchanger.patterns import (
+from exchanger.config import yamlsource
+from exchanger.config.yamlsource import Problems, Section, YamlError, YList, YMap
+from exchanger.policy.asks import ENTERPRISE_PREFIX, MAX_LABELS, RUNNER_ACTIONS, scope_kind
+from exchanger.policy.patterns import (
     CASE_INSENSITIVE_CLAIMS,
     REGEX_PREFIX,
     NamePattern,
@@ -28,9 +30,7 @@ from exchanger.patterns import (
     ascii_lower,
     claim_text,
 )
-from exchanger.permissions import PERMISSIONS
-from exchanger.request import ENTERPRISE_PREFIX, MAX_LABELS, RUNNER_ACTIONS, scope_kind
-from exchanger.yamlsource import Problems, Section, YamlError, YList, YMap
+from exchanger.policy.permissions import PERMISSIONS
 
 Effect = Literal["allow", "deny"]
 

@@ -36,10 +36,10 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
-from exchanger.config import IssuerConfig
+from exchanger.config.load import IssuerConfig
 from exchanger.errors import InvalidToken
-from exchanger.identity import Identity
-from exchanger.jwks import IssuerKeys
+from exchanger.identity.claims import Identity
+from exchanger.identity.jwks import IssuerKeys
 
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_KID_LENGTH = 256

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from exchanger.errors import InvalidRequest
-from exchanger.github.auth import AppCredentials, Credentials
-from exchanger.policy import InstallationTerms
+from exchanger.exchange.github.auth import AppCredentials, Credentials
+from exchanger.policy.engine import InstallationTerms
 
 
 async def installation_token(credentials: Credentials, terms: InstallationTerms) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from cachetools import TTLCache
 
 from exchanger import metrics
 from exchanger.errors import AccessDenied, InvalidRequest, UpstreamError
-from exchanger.github.auth import Credentials
-from exchanger.github.client import GitHubClient
-from exchanger.policy import RunnerTerms
-from exchanger.request import ENTERPRISE_PREFIX, RunnerRequest, scope_kind
+from exchanger.exchange.github.auth import Credentials
+from exchanger.exchange.github.client import GitHubClient
+from exchanger.policy.asks import ENTERPRISE_PREFIX, RunnerRequest, scope_kind
+from exchanger.policy.engine import RunnerTerms
 
 DEFAULT_GROUP_ID = 1
 GROUPS_TTL = 300.0

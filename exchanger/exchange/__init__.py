@@ -1,0 +1,1 @@
+"""What an allowed request receives: static secrets or GitHub credentials."""

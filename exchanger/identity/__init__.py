@@ -1,0 +1,1 @@
+"""Who is asking: the verified claims of a caller's token."""
