@@ -28,7 +28,7 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check exchanger tests
 	$(BIN)/ruff format --check exchanger tests
-	$(BIN)/mypy --strict exchanger
+	$(BIN)/mypy --strict exchanger tests
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -26,7 +26,8 @@ from joserfc.jwk import RSAKey
 
 from bench.workload import _CONFIG, hot_claims, mint_pool
 from exchanger import audit
-from exchanger.config.load import IssuerConfig, load_config
+from exchanger.config.load import load_config
+from exchanger.config.model import IssuerConfig
 from exchanger.identity.claims import Identity
 from exchanger.identity.jwks import IssuerKeys, VerificationKey
 from exchanger.identity.verify import Verifier

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchanger import audit, metrics
-from exchanger.config.load import Config
+from exchanger.config.model import Config
 from exchanger.errors import (
     AccessDenied,
     ExchangerError,

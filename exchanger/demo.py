@@ -38,7 +38,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from exchanger.config.load import IssuerConfig, load_config
+from exchanger.config.load import load_config
+from exchanger.config.model import IssuerConfig
 
 AUDIENCE = "https://exchanger.demo.invalid"
 #: Claims that satisfy the example policy `registry-from-main`.

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 
 from exchanger import metrics
-from exchanger.config.load import Config, GitHubConfig, load_config
+from exchanger.config.load import load_config
+from exchanger.config.model import Config, GitHubConfig
 from exchanger.errors import ConfigError, UpstreamUnavailable
 from exchanger.exchange.github.auth import AppCredentials, Credentials, TokenCredentials
 from exchanger.exchange.github.client import GitHubClient

@@ -23,6 +23,22 @@ from tests.gateway import (
 )
 
 
+_E2E = Path(__file__).parent / "e2e"
+#: Modules that start `exchanger serve` processes or real servers of other programs.
+_E2E_MODULES = frozenset({"test_serve.py"})
+_SLOW_MODULES = frozenset({"test_fuzz.py", "test_faults.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tiers by where a test lives: `pytest -m "not e2e and not slow"` is the fast one."""
+    for item in items:
+        path = item.path
+        if _E2E in path.parents or path.name in _E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+        if path.name in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCA]:
     """The test CA; this process's outbound TLS (the gateway's) trusts it only."""

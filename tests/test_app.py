@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ def _comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, s
     ],
 )
 def test_unknown_and_denied_are_byte_identical(
-    gateway: Gateway, issuer: FakeIssuer, path: str, claims: dict[str, str]
+    gateway: Gateway, issuer: FakeIssuer, path: str, claims: dict[str, Any]
 ) -> None:
     reference = get(gateway, "/secrets/does-not-exist", headers=bearer(issuer.mint()))
     response = get(gateway, path, headers=bearer(issuer.mint(**claims)))

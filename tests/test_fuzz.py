@@ -36,7 +36,8 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from exchanger.config.load import IssuerConfig, load_config
+from exchanger.config.load import load_config
+from exchanger.config.model import IssuerConfig
 from exchanger.errors import ConfigError, InvalidRequest, InvalidToken, UpstreamUnavailable
 from exchanger.http import make_client
 from exchanger.identity.claims import Identity

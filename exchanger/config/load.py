@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from joserfc.jwk import RSAKey
 
+from exchanger.config import policies as policy_config
 from exchanger.config import yamlsource
+from exchanger.config.model import (
+    SIGNING_ALGORITHMS,
+    Config,
+    GitHubAppConfig,
+    GitHubConfig,
+    IssuerConfig,
+    Secret,
+    ServerConfig,
+)
 from exchanger.config.yamlsource import Problems, Section, YamlError, YList, YMap
 from exchanger.errors import ConfigError
-from exchanger.policy import model as policy_config
-from exchanger.policy.model import Policy, RateLimit
+from exchanger.policy.model import ScopeGuard
 from exchanger.policy.patterns import Pattern, PatternError
-
-#: Asymmetric JWS algorithms an issuer may be configured with. HMAC and
-#: `none` are absent on purpose: a public key must never act as a secret.
-SIGNING_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-)
 
 _TOP_KEYS = frozenset(
     {
@@ -43,84 +46,6 @@ _TOP_KEYS = frozenset(
     }
 )
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A secret value; its repr names where it came from, never what it is."""
-
-    value: str = field(repr=False)
-    origin: str
-
-    def __repr__(self) -> str:
-        return f"Secret(<{self.origin}>)"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    max_body_bytes: int = 65536
-    host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container listens on all interfaces
-    port: int = 8080
-
-
-@dataclass(frozen=True)
-class IssuerConfig:
-    issuer: str
-    audiences: frozenset[str]
-    jwks_uri: str | None = None
-    algorithms: tuple[str, ...] = ("RS256",)
-    leeway_seconds: int = 30
-    max_lifetime_seconds: int = 21600
-    timeout_seconds: float = 10.0  # each discovery or JWKS request
-
-
-@dataclass(frozen=True)
-class GitHubAppConfig:
-    id: int
-    private_key: Secret
-    installation_id: int | None = None
-    signing_key: RSAKey | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class GitHubConfig:
-    api_url: str = "https://api.github.com"
-    timeout_seconds: float = 10.0
-    app: GitHubAppConfig | None = None
-    token: Secret | None = None
-
-
-@dataclass(frozen=True)
-class ScopeGuard:
-    """The global guard on runner scopes: deny wins; with an allow list, only it."""
-
-    allow: tuple[Pattern, ...] | None = None
-    deny: tuple[Pattern, ...] = ()
-
-    def permits(self, scope: str) -> bool:
-        if any(p.matches(scope) for p in self.deny):
-            return False
-        return self.allow is None or any(p.matches(scope) for p in self.allow)
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    server: ServerConfig
-    issuers: tuple[IssuerConfig, ...]
-    github: GitHubConfig | None
-    runner_scopes: ScopeGuard
-    secrets: Mapping[str, Mapping[str, Secret]]
-    policies: tuple[Policy, ...]
-    warnings: tuple[str, ...] = ()
-    rate_limit: RateLimit | None = None
-    redis_url: Secret | None = None  # a URL may carry a password
-
-    def summary(self) -> str:
-        return (
-            f"{self.path}: ok: {len(self.issuers)} issuer(s), {len(self.policies)} "
-            f"polic{'y' if len(self.policies) == 1 else 'ies'}, {len(self.secrets)} secret(s)"
-        )
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

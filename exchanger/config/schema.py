@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchanger.config.load import SIGNING_ALGORITHMS
+from exchanger.config.model import SIGNING_ALGORITHMS
 from exchanger.policy.asks import RUNNER_ACTIONS
 from exchanger.policy.permissions import PERMISSIONS
 

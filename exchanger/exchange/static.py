@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exchanger.config.load import Secret
+from exchanger.config.model import Secret
 from exchanger.errors import AccessDenied
 from exchanger.policy.asks import SecretRequest
 

@@ -23,7 +23,7 @@ import httpx
 from joserfc.jwk import ECKey, RSAKey
 
 from exchanger import metrics
-from exchanger.config.load import IssuerConfig
+from exchanger.config.model import IssuerConfig
 from exchanger.errors import InvalidToken, UpstreamUnavailable
 from exchanger.http import FetchError, get_json
 

@@ -36,7 +36,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
-from exchanger.config.load import IssuerConfig
+from exchanger.config.model import IssuerConfig
 from exchanger.errors import InvalidToken
 from exchanger.identity.claims import Identity
 from exchanger.identity.jwks import IssuerKeys

@@ -22,7 +22,7 @@ from cachetools import TTLCache
 from joserfc import jwt
 
 from exchanger import metrics
-from exchanger.config.load import GitHubAppConfig
+from exchanger.config.model import GitHubAppConfig
 from exchanger.errors import UpstreamError
 from exchanger.exchange.github.client import GitHubClient
 

@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from exchanger.config.load import Config, GitHubAppConfig, load_config
+from exchanger.config.load import load_config
+from exchanger.config.model import Config, GitHubAppConfig
 from exchanger.errors import ConfigError
 
 ISSUERS = """\

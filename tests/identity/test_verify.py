@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from exchanger.config.load import IssuerConfig
+from exchanger.config.model import IssuerConfig
 from exchanger.errors import InvalidToken
 from exchanger.http import make_client
 from exchanger.identity.claims import Identity

@@ -121,7 +121,7 @@ def test_runner_scope_outside_policy_is_denied_and_mints_nothing(
     github: FakeGitHub,
     issuer: FakeIssuer,
     body: Any,
-    claims: dict[str, str],
+    claims: dict[str, Any],
 ) -> None:
     response = post(github_gateway, "/register", issuer.mint(**claims), body)
     assert response.status_code == 403

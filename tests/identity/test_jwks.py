@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exchanger.config.load import IssuerConfig
+from exchanger.config.model import IssuerConfig
 from exchanger.errors import InvalidToken, UpstreamUnavailable
 from exchanger.http import make_client
 from exchanger.identity import jwks as jwks_module
