@@ -1,21 +1,17 @@
 """The HTTP surface: routes, the one error handler, request ids, lifespan.
 
-Every exchange follows the same path, in the SPEC's precedence order:
-body size (413) → token (401) → request (400) → decision (403) → exchange.
+Exchange routes hand their request to `pipeline.run`; errors of the one
+`ExchangerError` family become the SPEC's JSON here and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from secrets import token_hex
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,44 +20,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchanger import audit, metrics
+from exchanger import metrics, pipeline
 from exchanger.config.model import Config
-from exchanger.errors import (
-    AccessDenied,
-    ExchangerError,
-    InvalidRequest,
-    MissingToken,
-    RequestTooLarge,
-)
-from exchanger.exchange import static
-from exchanger.exchange.github.installations import installation_token
+from exchanger.errors import ExchangerError, MissingToken
 from exchanger.http import make_client
-from exchanger.identity.claims import Identity
-from exchanger.policy.asks import Request as Ask
-from exchanger.policy.asks import (
-    RunnerAction,
-    SecretRequest,
-    installation_request,
-    runner_request,
-)
-from exchanger.policy.engine import Decision, InstallationTerms, RunnerTerms
+from exchanger.policy.asks import RUNNER_ACTIONS, RunnerAction
 from exchanger.runtime import Gateway, Runtime
 
 log = logging.getLogger("exchanger")
 
 _REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
-
-
-@dataclass
-class Exchange:
-    """One exchange in flight: what the audit line will say about it."""
-
-    endpoint: str
-    request_id: str
-    identity: Identity | None = None
-    ask: Ask | None = None
-    decision: Decision | None = None
 
 
 def create_app(config: Config) -> ASGIApp:
@@ -84,12 +53,13 @@ def create_app(config: Config) -> ASGIApp:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/secrets/{name}", secret_object, methods=["GET"]),
-        Route("/secrets/{name}/{field}", secret_field, methods=["GET"]),
-        Route("/register", register, methods=["POST"]),
-        Route("/remove", remove, methods=["POST"]),
-        Route("/jitconfig", jitconfig, methods=["POST"]),
-        Route("/token", token, methods=["POST"]),
+        Route("/secrets/{name}", _secrets, methods=["GET"]),
+        Route("/secrets/{name}/{field}", _secrets, methods=["GET"]),
+        *(
+            Route(f"/{action}", _runner_endpoint(action), methods=["POST"])
+            for action in RUNNER_ACTIONS
+        ),
+        Route("/token", _token, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -190,7 +160,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gateway = current(request)
+    runtime: Runtime = request.app.state.runtime
+    gateway = runtime.gateway
     issuers = {name: keys.ready for name, keys in gateway.keys.items()}
     ready = all(issuers.values())
     body = {
@@ -206,148 +177,19 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
 
-def current(request: Request) -> Gateway:
-    """The gateway for this request: read once, so a reload never splits a request."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime.gateway
-
-
-async def secret_object(request: Request) -> Response:
-    return await exchange(request, "secrets", _reveal_secret)
-
-
-async def secret_field(request: Request) -> Response:
-    return await exchange(request, "secrets", _reveal_secret)
-
-
-async def _reveal_secret(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
-    params = request.path_params
-    ask = SecretRequest(name=params["name"], field=params.get("field"))
-    ex.ask = ask
-    await _decide(gateway, ex)
-    values = static.reveal(gateway.config.secrets, ask)
-    if ask.field is not None:
-        return PlainTextResponse(values[ask.field])
-    return JSONResponse(values)
+async def _secrets(request: Request) -> Response:
+    return await pipeline.run(request, "secrets", pipeline.read_secret, pipeline.reveal_secret)
 
 
 def _runner_endpoint(action: RunnerAction) -> Callable[[Request], Awaitable[Response]]:
+    read = pipeline.runner_reader(action)
+
     async def endpoint(request: Request) -> Response:
-        return await exchange(request, action, _runner)
+        return await pipeline.run(request, action, read, pipeline.runner)
 
     endpoint.__name__ = action
     return endpoint
 
 
-register = _runner_endpoint("register")
-remove = _runner_endpoint("remove")
-jitconfig = _runner_endpoint("jitconfig")
-
-
-async def _runner(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
-    assert ex.identity is not None
-    action: RunnerAction = ex.endpoint  # type: ignore[assignment]
-    ask = runner_request(action, parse_json(body), ex.identity.text("repository"))
-    ex.ask = ask
-    if not gateway.config.runner_scopes.permits(ask.scope):
-        raise AccessDenied()
-    decision = await _decide(gateway, ex)
-    runners = gateway.require_github().runners
-    if action == "jitconfig":
-        assert isinstance(decision.terms, RunnerTerms)
-        return JSONResponse(await runners.jitconfig(ask, decision.terms))
-    return JSONResponse(await runners.token(ask))
-
-
-async def token(request: Request) -> Response:
-    return await exchange(request, "token", _installation)
-
-
-async def _installation(gateway: Gateway, request: Request, body: bytes, ex: Exchange) -> Response:
-    assert ex.identity is not None
-    ex.ask = installation_request(parse_json(body), ex.identity.text("repository_owner"))
-    decision = await _decide(gateway, ex)
-    assert isinstance(decision.terms, InstallationTerms)
-    credentials = gateway.require_github().credentials
-    return JSONResponse(await installation_token(credentials, decision.terms))
-
-
-Handler = Callable[[Gateway, Request, bytes, Exchange], Awaitable[Response]]
-
-
-async def exchange(request: Request, endpoint: str, handler: Handler) -> Response:
-    """Run one exchange and write its audit line, whatever the outcome."""
-    started = time.perf_counter()
-    gateway = current(request)
-    ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
-    status = 500
-    try:
-        body = await _read_body(request, gateway.config.server.max_body_bytes)
-        ex.identity = await gateway.verifier.verify(_bearer(request))
-        await gateway.limits.admit(ex.identity)
-        if request.scope["query_string"]:
-            raise InvalidRequest("query parameters are not accepted; tokens go in headers")
-        response = await handler(gateway, request, body, ex)
-        status = response.status_code
-        return response
-    except ExchangerError as exc:
-        status = exc.status
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        metrics.count_exchange(endpoint, status, elapsed)
-        audit.record(
-            request_id=ex.request_id,
-            endpoint=endpoint,
-            status=status,
-            policy=ex.decision.policy_name if ex.decision else None,
-            request=ex.ask.describe() if ex.ask else None,
-            identity=ex.identity,
-            duration_ms=elapsed * 1000,
-        )
-
-
-async def _decide(gateway: Gateway, ex: Exchange) -> Decision:
-    assert ex.identity is not None
-    assert ex.ask is not None
-    ex.decision = gateway.engine.decide(ex.identity, ex.ask)
-    if not ex.decision.allowed:
-        raise AccessDenied()
-    assert ex.decision.policy is not None
-    await gateway.limits.settle(ex.identity, ex.decision.policy)
-    return ex.decision
-
-
-def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise MissingToken()
-    return token
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    headers = request.headers
-    declared = headers.get("content-length", "")
-    if not declared and "transfer-encoding" not in headers:
-        return b""  # no body at all (a GET): nothing to read
-    if declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_json(body: bytes) -> Any:
-    """The request body as JSON; empty means `{}`."""
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidRequest("the body is not valid JSON") from None
+async def _token(request: Request) -> Response:
+    return await pipeline.run(request, "token", pipeline.read_installation, pipeline.installation)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from exchanger.identity.claims import Identity
+from exchanger.policy.engine import Decision
 
 log = logging.getLogger("exchanger.audit")
 
@@ -61,7 +62,7 @@ def record(
     request_id: str,
     endpoint: str,
     status: int,
-    policy: str | None,
+    decision: Decision | None,
     request: Mapping[str, Any] | None,
     identity: Identity | None,
     duration_ms: float,
@@ -74,9 +75,11 @@ def record(
         "event": "exchange",
         "request_id": request_id,
         "endpoint": endpoint,
-        "decision": "allow" if status < 400 else "deny",
+        # The verdict, not the outcome: an allowed exchange GitHub then refused is an allow.
+        "decision": "allow" if decision is not None and decision.allowed else "deny",
+        "decided_by": decision.decider if decision is not None else None,
         "status": status,
-        "policy": policy,
+        "policy": decision.policy_name if decision is not None else None,
         "request": request,
         "iss": identity.issuer if identity is not None else None,
     }

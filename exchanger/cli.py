@@ -1,4 +1,4 @@
-"""The `exchanger` command: serve, check, explain, schema, demo."""
+"""The `exchanger` command: serve, check, explain, test, schema, demo."""
 
 from __future__ import annotations
 
@@ -15,15 +15,9 @@ from typing import Any
 from exchanger import __version__
 from exchanger.config.load import load_config
 from exchanger.errors import ConfigError, InvalidRequest
-from exchanger.identity.claims import Identity
-from exchanger.policy.asks import (
-    RUNNER_ACTIONS,
-    Request,
-    SecretRequest,
-    installation_request,
-    runner_request,
-)
-from exchanger.policy.engine import Decision, Engine, PolicyTrace
+from exchanger.policy import dryrun
+from exchanger.policy.asks import ask_from_spec
+from exchanger.policy.engine import Engine
 
 USAGE_ERROR = 2
 
@@ -36,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return USAGE_ERROR if args.command == "explain" else 1
+        return USAGE_ERROR if args.command in ("explain", "test") else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,10 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(explain)
     explain.add_argument("--claims", type=Path, required=True, help="JSON file of claims")
     what = explain.add_mutually_exclusive_group(required=True)
-    what.add_argument("--secret", metavar="NAME")
-    what.add_argument("--runner", metavar="ACTION[:SCOPE]")
-    what.add_argument("--installation", metavar="JSON_BODY")
+    what.add_argument("--secret", metavar="NAME[/FIELD]")
+    what.add_argument(
+        "--runner", metavar="ACTION[:SCOPE]", help="register or remove (or jitconfig)"
+    )
+    what.add_argument("--jitconfig", metavar="JSON_BODY", help="a /jitconfig body")
+    what.add_argument("--installation", metavar="JSON_BODY", help="a /token body")
     explain.set_defaults(run=_explain)
+
+    test = commands.add_parser("test", help="run policy test cases against the config")
+    _config_argument(test)
+    test.add_argument("cases", type=Path, nargs="+", help="YAML case files")
+    test.set_defaults(run=_test)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(run=_schema)
@@ -173,60 +175,32 @@ def _explain(args: argparse.Namespace) -> int:
     if not isinstance(claims, dict):
         print("exchanger: the claims file must hold a JSON object", file=sys.stderr)
         return USAGE_ERROR
-    identity = Identity(issuer=str(claims.get("iss", "")), claims=claims)
+    identity = dryrun.identity_from_claims(claims)
+    kind = next(k for k in ("secret", "runner", "jitconfig", "installation") if getattr(args, k))
     try:
-        request = _explain_request(args, identity)
+        ask = ask_from_spec(kind, getattr(args, kind), identity)
     except InvalidRequest as exc:
         print(f"exchanger: {exc.message}", file=sys.stderr)
         return USAGE_ERROR
-    decision = Engine(config.policies).decide(identity, request, explain=True)
-    print(render_explanation(decision, request))
+    decision = Engine.for_config(config).decide(identity, ask, explain=True)
+    print(dryrun.render_explanation(decision, ask))
     return 0 if decision.allowed else 1
 
 
-def _explain_request(args: argparse.Namespace, identity: Identity) -> Request:
-    if args.secret is not None:
-        return SecretRequest(name=args.secret)
-    if args.runner is not None:
-        action, _, scope = args.runner.partition(":")
-        if action not in RUNNER_ACTIONS:
-            raise InvalidRequest(f"runner action must be one of {', '.join(RUNNER_ACTIONS)}")
-        body = {"scope": scope} if scope else {}
-        return runner_request(action, body, identity.text("repository"))
+def _test(args: argparse.Namespace) -> int:
+    """Policy unit tests: one line per failing case, then `N passed, M failed`."""
+    engine = Engine.for_config(load_config(args.config))
     try:
-        body = json.loads(args.installation)
-    except ValueError:
-        raise InvalidRequest("--installation takes a JSON object") from None
-    return installation_request(body, identity.text("repository_owner"))
-
-
-def render_explanation(decision: Decision, request: Request) -> str:
-    verdict = "allow" if decision.allowed else "deny"
-    lines = [
-        f"decision: {verdict}",
-        f"request: {json.dumps(request.describe(), sort_keys=True)}",
-        f"deciding policy: {decision.policy_name or '(none: default deny)'}",
-    ]
-    for trace in decision.trace:
-        lines.extend(_trace_lines(trace, decision))
-    return "\n".join(lines)
-
-
-def _trace_lines(trace: PolicyTrace, decision: Decision) -> list[str]:
-    if not trace.matched:
-        outcome = "claims do not match"
-    elif trace.covers:
-        outcome = "matches and covers the request"
-        if decision.policy_name == trace.name:
-            outcome += " (decides)"
-    else:
-        outcome = "matches but its grants do not cover the request"
-    lines = [f"policy {trace.name!r} ({trace.effect}): {outcome}"]
-    for check in trace.checks:
-        mark = "ok " if check.matched else "no "
-        value = "<missing or not comparable>" if check.value is None else repr(check.value)
-        lines.append(f"  {mark} {check.claim} = {value}; wants any of {list(check.patterns)}")
-    return lines
+        cases = [case for path in args.cases for case in dryrun.load_cases(path)]
+    except dryrun.CaseFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return USAGE_ERROR
+    failures = list(dryrun.run_cases(engine, cases))
+    for failure in failures:
+        print(failure)
+    print(f"{len(cases) - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
 
 
 def _demo(args: argparse.Namespace) -> int:

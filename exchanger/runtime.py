@@ -87,7 +87,7 @@ class Gateway:
         store = _store(config, previous)
         leeway = {i.issuer: i.leeway_seconds for i in config.issuers}
         limits = Limits(store, config.rate_limit, leeway.__getitem__)
-        return cls(config, Engine(config.policies), keys, Verifier(keys), github, limits)
+        return cls(config, Engine.for_config(config), keys, Verifier(keys), github, limits)
 
     @property
     def ready(self) -> bool:

@@ -159,9 +159,11 @@ def test_audit_line_per_exchange_without_values(
     assert allow["repository_id"] == "74"
     assert deny["decision"] == "deny"
     assert deny["policy"] is None
+    assert (allow["decided_by"], deny["decided_by"]) == ("policy", "no_policy")
     assert deny["request_id"] == denied.headers["x-request-id"]
     expected_keys = {
-        "ts", "event", "request_id", "endpoint", "decision", "status", "policy", "request",
+        "ts", "event", "request_id", "endpoint", "decision", "decided_by", "status", "policy",
+        "request",
         "iss", "sub", "repository", "repository_id", "ref", "workflow_ref", "run_id", "actor",
         "duration_ms",
     }  # fmt: skip

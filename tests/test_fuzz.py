@@ -547,7 +547,7 @@ def test_policy_secrets_decision_matches_the_reference_model(
     assert explained.allowed == decision.allowed
 
 
-#: Request bodies: mostly the right shape, with arbitrary values and arbitrary extras.
+#: Ask bodies: mostly the right shape, with arbitrary values and arbitrary extras.
 BODY_VALUES_SAMPLES: list[Any] = [
     "octo-org/octo-repo", "octo-org", "enterprise:octo-ent", "OCTO-ORG/ci-1", "octo-org/ci-.*",
     "docs", "octo-org/docs", "*", "ci", "linux", "x64", ["linux"], ["linux", "gpu"], ["docs"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from exchanger.errors import InvalidToken, RateLimited
 from exchanger.identity.claims import Identity
@@ -39,13 +40,25 @@ class Limits:
         if self._global is not None:
             await self._take(f"{_caller(identity, self._global.key)}", self._global)
 
-    async def settle(self, identity: Identity, policy: Policy) -> None:
-        """The deciding allow policy's own bucket, then its single-use claim."""
+    async def settle(self, identity: Identity, policy: Policy) -> Settlement:
+        """The deciding allow policy's own bucket, then its single-use claim.
+
+        What was taken is returned, so a request that still ends in a 4xx (GitHub
+        refusing a name, say) can give it back: a refused request consumes nothing.
+        """
+        settlement = Settlement(self.store)
         if policy.rate_limit is not None:
             caller = _caller(identity, policy.rate_limit.key)
-            await self._take(f"policy={policy.name}|{caller}", policy.rate_limit)
+            key = f"policy={policy.name}|{caller}"
+            await self._take(key, policy.rate_limit)
+            settlement.bucket = (key, policy.rate_limit.burst)
         if policy.single_use:
-            await self._consume(identity)
+            try:
+                settlement.claim = await self._consume(identity)
+            except InvalidToken:
+                await settlement.undo()
+                raise
+        return settlement
 
     async def _take(self, key: str, limit: RateLimit) -> None:
         verdict = await self.store.take(key, limit.per_second, limit.burst)
@@ -55,13 +68,31 @@ class Limits:
                 retry_after=retry_after_seconds(verdict.retry_after),
             )
 
-    async def _consume(self, identity: Identity) -> None:
+    async def _consume(self, identity: Identity) -> str:
         jti = claim_text(identity.claims.get("jti"))
         exp: float = identity.claims["exp"]  # verified: a number
         assert jti, "single-use policies match only tokens with a jti"
         ttl = int(exp - self._clock()) + self._leeway(identity.issuer) + REPLAY_MARGIN
-        if not await self.store.claim_once(f"{identity.issuer}|{jti}", max(1, ttl)):
+        key = f"{identity.issuer}|{jti}"
+        if not await self.store.claim_once(key, max(1, ttl)):
             raise InvalidToken("token already used")
+        return key
+
+
+@dataclass
+class Settlement:
+    """What settling an allowed request took: a policy bucket's unit, a token's claim."""
+
+    store: Store
+    bucket: tuple[str, int] | None = None  # (key, burst)
+    claim: str | None = None
+
+    async def undo(self) -> None:
+        if self.bucket is not None:
+            await self.store.give_back(*self.bucket)
+        if self.claim is not None:
+            await self.store.release(self.claim)
+        self.bucket = self.claim = None
 
 
 def _caller(identity: Identity, key: str) -> str:

@@ -11,6 +11,7 @@ dead connection, and tries again after that.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -25,6 +26,8 @@ from exchanger.errors import UpstreamUnavailable
 log = logging.getLogger("exchanger.state")
 
 MAX_BUCKETS = 100_000
+#: Unexpired single-use claims one process holds (about 200 bytes each).
+MAX_CLAIMS = 250_000
 OUTAGE_BACKOFF = 1.0
 REDIS_TIMEOUT = 0.5
 
@@ -40,7 +43,13 @@ class Verdict:
 class Store(Protocol):
     async def take(self, key: str, per_second: float, burst: int) -> Verdict: ...
 
+    async def give_back(self, key: str, burst: int) -> None:
+        """Return a unit `take` took, for a request that then ended in a 4xx."""
+
     async def claim_once(self, key: str, ttl_seconds: int) -> bool: ...
+
+    async def release(self, key: str) -> None:
+        """Forget a claim, for a request that then ended in a 4xx."""
 
     @property
     def degraded(self) -> list[str]: ...
@@ -49,12 +58,19 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """Per-process buckets and claims, bounded and expiring."""
+    """Per-process buckets and claims, bounded.
+
+    A bucket may be forgotten once idle (a full bucket needs no record). A claim
+    never is before its token expires — forgetting one would let the token be
+    used again — so when `MAX_CLAIMS` unexpired claims are held, new claims are
+    refused with 503 until the oldest expire.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[float, TTLCache[str, tuple[float, float]]] = {}
-        self._claims: TTLCache[str, float] = TTLCache(MAX_BUCKETS, 24 * 3600, timer=clock)
+        self._claims: dict[str, float] = {}
+        self._expiries: list[tuple[float, str]] = []  # a heap: (expiry, key)
 
     @property
     def degraded(self) -> list[str]:
@@ -78,13 +94,39 @@ class MemoryStore:
         buckets[key] = (tokens, now)
         return Verdict(False, (1.0 - tokens) / per_second)
 
+    async def give_back(self, key: str, burst: int) -> None:
+        for buckets in self._buckets.values():
+            state = buckets.get(key)
+            if state is not None:
+                buckets[key] = (min(float(burst), state[0] + 1.0), state[1])
+
     async def claim_once(self, key: str, ttl_seconds: int) -> bool:
         now = self._clock()
+        self._expire(now)
         expires = self._claims.get(key)
         if expires is not None and expires > now:
             return False
+        if len(self._claims) >= MAX_CLAIMS:
+            wait = self._expiries[0][0] - now
+            log.error(
+                "single-use store full (%d unexpired tokens): refusing new claims", MAX_CLAIMS
+            )
+            raise UpstreamUnavailable(
+                "single-use state is full", retry_after=retry_after_seconds(wait)
+            )
         self._claims[key] = now + ttl_seconds
+        heapq.heappush(self._expiries, (now + ttl_seconds, key))
         return True
+
+    async def release(self, key: str) -> None:
+        self._claims.pop(key, None)  # its heap entry expires harmlessly
+
+    def _expire(self, now: float) -> None:
+        expiries, claims = self._expiries, self._claims
+        while expiries and expiries[0][0] <= now:
+            expires, key = heapq.heappop(expiries)
+            if claims.get(key) == expires:
+                del claims[key]
 
     async def close(self) -> None:
         return None
@@ -112,6 +154,14 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst / rate + 60) * 1000))
 return {allowed, tostring(wait)}
 """
 
+_GIVE_BACK = """
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
+if tokens then
+  redis.call('HSET', KEYS[1], 'tokens', tostring(math.min(tonumber(ARGV[1]), tokens + 1)))
+end
+return 1
+"""
+
 
 class RedisStore:
     """Buckets and claims in Redis, shared by every replica."""
@@ -126,6 +176,7 @@ class RedisStore:
             retry_on_timeout=False,
         )
         self._bucket = self._redis.register_script(_BUCKET)
+        self._give_back = self._redis.register_script(_GIVE_BACK)
         self._fallback = MemoryStore(clock)
         self._clock = clock
         self._down_until = 0.0
@@ -160,6 +211,22 @@ class RedisStore:
             else:
                 return Verdict(bool(int(allowed)), float(wait))
         return self._fallback.take_now(key, per_second, burst)
+
+    async def give_back(self, key: str, burst: int) -> None:
+        if not self._available():
+            await self._fallback.give_back(key, burst)
+            return
+        try:
+            await self._give_back(keys=[f"exchanger:rl:{key}"], args=[burst])
+        except self._errors as exc:
+            self._mark_down(exc)
+
+    async def release(self, key: str) -> None:
+        try:
+            await self._redis.delete(f"exchanger:jti:{key}")
+        except self._errors as exc:
+            self._mark_down(exc)
+            log.warning("could not release a single-use claim after a refused exchange")
 
     async def claim_once(self, key: str, ttl_seconds: int) -> bool:
         if not self._available():

@@ -8,12 +8,14 @@ caller chooses how to spell them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from exchanger.errors import InvalidRequest
-from exchanger.policy.patterns import ascii_lower
+from exchanger.identity.claims import Identity
+from exchanger.policy.patterns import ascii_lower, is_text
 from exchanger.policy.permissions import PERMISSIONS
 
 RunnerAction = Literal["register", "remove", "jitconfig"]
@@ -67,7 +69,7 @@ class InstallationRequest:
         }
 
 
-Request = SecretRequest | RunnerRequest | InstallationRequest
+Ask = SecretRequest | RunnerRequest | InstallationRequest
 
 
 def scope_kind(scope: str) -> Literal["repository", "organization", "enterprise"] | None:
@@ -96,6 +98,39 @@ def parse_scope(value: Any) -> str:
     if scope_kind(scope) is None:
         raise InvalidRequest("scope must be 'owner/name', 'owner' or 'enterprise:slug'")
     return scope
+
+
+def parse_body(body: bytes) -> Any:
+    """The request body as JSON; empty means `{}`.
+
+    JSON may spell a lone surrogate (`"\\ud800"`), which is no text at all: it is
+    refused here, so nothing behind the parser ever meets a string it cannot encode.
+    """
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("the body is not valid JSON") from None
+    if not _all_text(value):
+        raise InvalidRequest("the body holds a string that is not valid Unicode")
+    return value
+
+
+def _all_text(value: Any) -> bool:
+    """Every string (keys too) is valid text; iterative, so nesting depth costs no stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not is_text(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 def expect_object(body: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
@@ -196,3 +231,35 @@ def runner_request(action: RunnerAction, body: Any, default_scope: str | None) -
         name=data.get("name"),
         work_folder=data.get("work_folder"),
     )
+
+
+#: The request kinds `explain` and `exchanger test` name, as the HTTP API takes them.
+ASK_KINDS = ("secret", "runner", "jitconfig", "installation")
+
+
+def ask_from_spec(kind: str, value: Any, identity: Identity) -> Ask:
+    """An ask written down for a dry run, parsed exactly as its HTTP request would be.
+
+    `secret`: `NAME` or `NAME/FIELD`; `runner`: `ACTION[:SCOPE]`; `jitconfig` and
+    `installation`: the JSON body (an object, or its text).
+    """
+    if kind == "secret":
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest("a secret is named NAME or NAME/FIELD")
+        name, _, field = value.partition("/")
+        return SecretRequest(name=name, field=field or None)
+    if kind == "runner":
+        if not isinstance(value, str):
+            raise InvalidRequest("a runner request is ACTION[:SCOPE]")
+        action, _, scope = value.partition(":")
+        if action not in RUNNER_ACTIONS:
+            raise InvalidRequest(f"runner action must be one of {', '.join(RUNNER_ACTIONS)}")
+        body = {"scope": scope} if scope else {}
+        return runner_request(action, body, identity.text("repository"))
+    if isinstance(value, str):
+        value = parse_body(value.encode("utf-8", "surrogatepass"))
+    if kind == "jitconfig":
+        return runner_request("jitconfig", value, identity.text("repository"))
+    if kind == "installation":
+        return installation_request(value, identity.text("repository_owner"))
+    raise InvalidRequest(f"the request kind must be one of {', '.join(ASK_KINDS)}")

@@ -42,6 +42,17 @@ def ascii_lower(text: str) -> str:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+def is_text(value: str) -> bool:
+    """Whether `value` is valid Unicode text (encodable as UTF-8: no lone surrogates)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def claim_text(value: Any) -> str | None:
     """The text a claim value is compared as, or None when it can never match.
 
@@ -151,9 +162,13 @@ class Pattern:
 
 
 def template_value(value: Any) -> str | None:
-    """What `${claim}` becomes: strings as they are, integers as digits, else nothing."""
+    """What `${claim}` becomes: strings as they are, integers as digits, else nothing.
+
+    A string that is not valid Unicode text (a lone surrogate) renders nothing: it
+    could never name a GitHub object, and RE2 could not even take it.
+    """
     if isinstance(value, str):
-        return value
+        return value if is_text(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
@@ -187,8 +202,14 @@ class Template:
         literals.append(rest)
         return cls(source, tuple(literals), tuple(claims))
 
-    def render(self, claims: Mapping[str, Any], *, escape: bool = False) -> str | None:
-        """Substitute claim values; None when a claim is absent or of another type."""
+    def render(
+        self, claims: Mapping[str, Any], *, escape: bool = False, fold: bool = False
+    ) -> str | None:
+        """Substitute claim values; None when a claim is absent or of another type.
+
+        With `fold`, values are ASCII-lower-cased first: a regex entry compared with
+        lower-cased names must see `Octo-Org` as `octo-org`, or a deny would miss it.
+        """
         if not self.claims:
             return self.source
         out = [self.literals[0]]
@@ -196,6 +217,8 @@ class Template:
             value = template_value(claims.get(name))
             if value is None:
                 return None
+            if fold:
+                value = ascii_lower(value)
             out.append(re2.escape(value) if escape else value)
             out.append(literal)
         return "".join(out)
@@ -247,7 +270,7 @@ class NamePattern:
         """The pattern for these claims, or None when a placeholder has no value."""
         if self.static is not None:
             return self.static
-        rendered = self.template.render(claims, escape=self.is_regex)
+        rendered = self.template.render(claims, escape=self.is_regex, fold=self.fold)
         return None if rendered is None else _built(rendered, self.is_regex, self.fold)
 
 

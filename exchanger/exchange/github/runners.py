@@ -2,7 +2,7 @@
 
 Scopes map to GitHub's three runner levels: `owner/name` → `/repos/…`,
 `owner` → `/orgs/…`, `enterprise:slug` → `/enterprises/…`. GitHub Apps cannot
-manage enterprise runners, so in App mode an enterprise scope is a 400.
+manage enterprise runners: the policy engine refuses that (400) before anything here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from exchanger import metrics
-from exchanger.errors import AccessDenied, InvalidRequest, UpstreamError
+from exchanger.errors import AccessDenied, UpstreamError
 from exchanger.exchange.github.auth import Credentials
 from exchanger.exchange.github.client import GitHubClient
 from exchanger.policy.asks import ENTERPRISE_PREFIX, RunnerRequest, scope_kind
@@ -51,10 +51,7 @@ class Runners:
         self._groups: TTLCache[str, dict[str, int]] = TTLCache(1000, GROUPS_TTL, timer=clock)
 
     async def _bearer(self, scope: str) -> str:
-        kind = scope_kind(scope)
-        if kind == "enterprise":
-            if self._credentials.app_mode:
-                raise InvalidRequest("GitHub App tokens cannot manage enterprise runners")
+        if scope_kind(scope) == "enterprise":  # a token's (the engine refuses it to an App)
             return await self._credentials.for_runners(scope, None)
         owner, _, repository = scope.partition("/")
         return await self._credentials.for_runners(owner, repository or None)

@@ -1,0 +1,173 @@
+"""One exchange, start to end, in the SPEC's precedence order.
+
+read (413) → verify (401) → admit (429) → ask (400) → decide (400 for the
+mode, 403) → settle (429, 401 replay) → exchange → audit. Every step runs
+against one `Gateway`, read once, so a reload never splits a request; every
+exchange writes one audit line, whatever its outcome. A request that ends in
+a 4xx after settling gives back what settling took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from exchanger import audit, metrics
+from exchanger.errors import (
+    AccessDenied,
+    ExchangerError,
+    InvalidRequest,
+    MissingToken,
+    RequestTooLarge,
+)
+from exchanger.exchange import static
+from exchanger.exchange.github.installations import installation_token
+from exchanger.identity.claims import Identity
+from exchanger.limits.admission import Settlement
+from exchanger.policy.asks import (
+    Ask,
+    RunnerAction,
+    RunnerRequest,
+    SecretRequest,
+    installation_request,
+    parse_body,
+    runner_request,
+)
+from exchanger.policy.engine import Decision, InstallationTerms, RunnerTerms
+from exchanger.runtime import Gateway, Runtime
+
+
+@dataclass
+class Exchange:
+    """One exchange in flight: what the audit line will say about it."""
+
+    endpoint: str
+    request_id: str
+    identity: Identity | None = None
+    ask: Ask | None = None
+    decision: Decision | None = None
+
+
+#: Reads the ask from the request (path, body, claims); raises InvalidRequest.
+AskReader = Callable[[Request, bytes, Identity], Ask]
+#: Performs an allowed exchange.
+Performer = Callable[[Gateway, Ask, Decision], Awaitable[Response]]
+
+
+async def run(request: Request, endpoint: str, read: AskReader, perform: Performer) -> Response:
+    """Run one exchange and write its audit line, whatever the outcome."""
+    started = time.perf_counter()
+    runtime: Runtime = request.app.state.runtime
+    gateway = runtime.gateway
+    ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
+    status = 500
+    try:
+        body = await _read_body(request, gateway.config.server.max_body_bytes)
+        ex.identity = await gateway.verifier.verify(_bearer(request))
+        await gateway.limits.admit(ex.identity)
+        if request.scope["query_string"]:
+            raise InvalidRequest("query parameters are not accepted; tokens go in headers")
+        ex.ask = read(request, body, ex.identity)
+        ex.decision = gateway.engine.decide(ex.identity, ex.ask)
+        decision = ex.decision
+        if not decision.allowed:
+            raise InvalidRequest(decision.reason) if decision.decider == "mode" else AccessDenied()
+        assert decision.policy is not None
+        settlement = await gateway.limits.settle(ex.identity, decision.policy)
+        response = await _perform(perform, gateway, ex.ask, decision, settlement)
+        status = response.status_code
+        return response
+    except ExchangerError as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.count_exchange(endpoint, status, elapsed)
+        audit.record(
+            request_id=ex.request_id,
+            endpoint=endpoint,
+            status=status,
+            decision=ex.decision,
+            request=ex.ask.describe() if ex.ask else None,
+            identity=ex.identity,
+            duration_ms=elapsed * 1000,
+        )
+
+
+async def _perform(
+    perform: Performer, gateway: Gateway, ask: Ask, decision: Decision, settlement: Settlement
+) -> Response:
+    try:
+        return await perform(gateway, ask, decision)
+    except ExchangerError as exc:
+        if 400 <= exc.status < 500:
+            await settlement.undo()
+        raise
+
+
+def read_secret(request: Request, body: bytes, identity: Identity) -> Ask:
+    params = request.path_params
+    return SecretRequest(name=params["name"], field=params.get("field"))
+
+
+async def reveal_secret(gateway: Gateway, ask: Ask, decision: Decision) -> Response:
+    assert isinstance(ask, SecretRequest)
+    values = static.reveal(gateway.config.secrets, ask)
+    if ask.field is not None:
+        return PlainTextResponse(values[ask.field])
+    return JSONResponse(values)
+
+
+def runner_reader(action: RunnerAction) -> AskReader:
+    def read(request: Request, body: bytes, identity: Identity) -> Ask:
+        return runner_request(action, parse_body(body), identity.text("repository"))
+
+    return read
+
+
+async def runner(gateway: Gateway, ask: Ask, decision: Decision) -> Response:
+    runners = gateway.require_github().runners
+    assert isinstance(ask, RunnerRequest)
+    if ask.action == "jitconfig":
+        assert isinstance(decision.terms, RunnerTerms)
+        return JSONResponse(await runners.jitconfig(ask, decision.terms))
+    return JSONResponse(await runners.token(ask))
+
+
+def read_installation(request: Request, body: bytes, identity: Identity) -> Ask:
+    return installation_request(parse_body(body), identity.text("repository_owner"))
+
+
+async def installation(gateway: Gateway, ask: Ask, decision: Decision) -> Response:
+    assert isinstance(decision.terms, InstallationTerms)
+    credentials = gateway.require_github().credentials
+    return JSONResponse(await installation_token(credentials, decision.terms))
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise MissingToken()
+    return token
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    headers = request.headers
+    declared = headers.get("content-length", "")
+    if not declared and "transfer-encoding" not in headers:
+        return b""  # no body at all (a GET): nothing to read
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
