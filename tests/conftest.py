@@ -22,7 +22,6 @@ from tests.gateway import (
     write_github_config,
 )
 
-
 _E2E = Path(__file__).parent / "e2e"
 #: Modules that start `exchanger serve` processes or real servers of other programs.
 _E2E_MODULES = frozenset({"test_serve.py"})

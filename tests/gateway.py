@@ -70,6 +70,7 @@ def write_config(directory: Path, issuer: str, extra: str = "", body: str | None
 class Gateway:
     url: str
     ca: TestCA
+    config_path: Path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=ssl_context(self.ca), timeout=10)
@@ -106,7 +107,7 @@ def running_gateway(config_path: Path, ca: TestCA, *, ready: bool = True) -> Ite
     app = create_app(load_config(config_path))
     tls = {"ssl_certfile": str(ca.cert_file), "ssl_keyfile": str(ca.key_file)}
     with serve_in_thread(app, lifespan="on", **tls) as address:
-        gateway = Gateway(url=f"https://{address}", ca=ca)
+        gateway = Gateway(url=f"https://{address}", ca=ca, config_path=config_path)
         if ready:
             with gateway.client() as client:
                 wait_ready(client)
@@ -139,7 +140,9 @@ def gateway_process(config_path: Path, ca: TestCA, *args: str) -> Iterator[Gatew
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    gateway = GatewayProcess(url=f"https://127.0.0.1:{port}", ca=ca, process=process)
+    gateway = GatewayProcess(
+        url=f"https://127.0.0.1:{port}", ca=ca, config_path=config_path, process=process
+    )
     try:
         with gateway.client() as client:
             wait_ready(client, timeout=30)

@@ -952,3 +952,186 @@ def test_explain_traces_every_policy_even_after_a_deny(tmp_path: Path) -> None:
         ("wrong-secret", True, False),
     ]
     assert rules.decide(identity(), secret("x")).trace == ()
+
+
+# --- regressions: one engine, deny entries, case, modes (issue "One decision") ---------------
+
+
+def configured(tmp_path: Path, extra: dict[str, Any], *policies: dict[str, Any]) -> Engine:
+    """The engine `serve` builds (`Engine.for_config`): guard, GitHub mode and secrets too."""
+    directory = Path(tempfile.mkdtemp(dir=tmp_path))
+    document: dict[str, Any] = {
+        "issuers": [{"issuer": ISS, "audiences": ["https://exchanger.example"]}],
+        "secrets": {"registry": {"password": {"value": "not-a-real-secret"}}},
+        "policies": list(policies),
+        "github": {"token": {"value": "not-a-real-token"}},
+        **extra,
+    }
+    path = directory / "exchanger.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
+    return Engine.for_config(load_config(path, environ={}))
+
+
+def test_regression_scope_guard_is_part_of_the_decision(tmp_path: Path) -> None:
+    rules = configured(
+        tmp_path,
+        {"runner_scopes": {"deny": ["octo-org"]}},
+        policy("org-runners", runner={"scopes": ["octo-org"]}),
+    )
+    decision = decide(rules, runner("jitconfig", scope="octo-org"))
+    assert (decision.allowed, decision.decider, decision.policy) == (False, "scope_guard", None)
+    assert decide(rules, runner("jitconfig", scope="octo-org/octo-repo")).decider == "no_policy"
+
+
+def test_regression_scope_guard_allow_list_limits_every_grant(tmp_path: Path) -> None:
+    rules = configured(
+        tmp_path,
+        {"runner_scopes": {"allow": ["match:octo-org/.*"]}},
+        policy("org-runners", runner={"scopes": ["octo-org", "${repository}"]}),
+    )
+    assert decide(rules, runner("register", scope="octo-org")).decider == "scope_guard"
+    assert decide(rules, runner("register")).allowed
+
+
+def test_regression_enterprise_scope_in_token_mode_is_decided_by_policies(tmp_path: Path) -> None:
+    rules = configured(tmp_path, {}, policy("p", runner={"scopes": ["enterprise:acme"]}))
+    assert decide(rules, runner("register", scope="enterprise:acme")).allowed
+
+
+def test_regression_installation_in_token_mode_is_a_mode_refusal_before_policies(
+    tmp_path: Path,
+) -> None:
+    rules = configured(tmp_path, {}, policy("p", secrets=["registry"]))
+    decision = decide(rules, install())
+    assert (decision.allowed, decision.decider) == (False, "mode")
+    assert "GitHub App" in decision.reason
+
+
+def test_regression_unknown_secret_or_field_is_no_policy_not_an_allow(tmp_path: Path) -> None:
+    rules = configured(tmp_path, {}, policy("p", secrets=["match:.*"]))
+    assert decide(rules, SecretRequest("registry", "password")).allowed
+    for ask in (SecretRequest("nope"), SecretRequest("registry", "nope")):
+        decision = rules.decide(identity(), ask, explain=True)
+        assert (decision.allowed, decision.decider) == (False, "no_policy")
+        assert "no secret 'nope'" in (decision.trace[0].shortfall or "") or "with that field" in (
+            decision.trace[0].shortfall or ""
+        )
+
+
+def test_regression_templated_regex_deny_scope_folds_the_claim_value(tmp_path: Path) -> None:
+    """`repository_owner: Octo-Org` must not let `octo-org/prod-x` past the deny."""
+    rules = engine(
+        tmp_path,
+        policy("org", runner={"scopes": ["match:octo-org/.*"]}),
+        policy(
+            "no-prod",
+            {"repository_owner_id": "65"},
+            effect="deny",
+            runner={"scopes": ["match:${repository_owner}/prod-.*"]},
+        ),
+    )
+    ask = runner("register", scope="octo-org/prod-db")
+    assert decide(rules, ask, repository_owner="octo-org").policy_name == "no-prod"
+    decision = decide(rules, ask, repository_owner="Octo-Org")
+    assert (decision.allowed, decision.policy_name) == (False, "no-prod")
+
+
+def test_regression_templated_regex_allow_scope_folds_the_claim_value(tmp_path: Path) -> None:
+    rules = engine(tmp_path, policy("own", runner={"scopes": ["match:${repository_owner}/.*"]}))
+    assert decide(
+        rules, runner("register", scope="Octo-Org/x"), repository_owner="Octo-Org"
+    ).allowed
+
+
+def test_regression_deny_entry_without_value_leaves_static_entries_denying(
+    tmp_path: Path,
+) -> None:
+    rules = engine(
+        tmp_path,
+        policy("all", secrets=["match:.*"]),
+        policy(
+            "no-db",
+            {"repository_owner_id": "65"},
+            effect="deny",
+            secrets=["registry", "${environment}-creds"],
+        ),
+    )
+    for environment in ("production", MISSING, None, ["x"]):
+        decision = decide(rules, secret("registry"), environment=environment)
+        assert (decision.allowed, decision.policy_name) == (False, "no-db"), environment
+    assert not decide(rules, secret("production-creds")).allowed
+    assert decide(rules, secret("production-creds"), environment=MISSING).allowed
+    assert decide(rules, secret("x"), environment=MISSING).allowed
+
+
+def test_regression_deny_runner_and_installation_entries_without_value_skip_only_themselves(
+    tmp_path: Path,
+) -> None:
+    rules = engine(
+        tmp_path,
+        policy(
+            "all",
+            runner={"scopes": ["octo-org", "${repository}"]},
+            installation={"repositories": "*", "permissions": {"contents": "write"}},
+        ),
+        policy(
+            "deny",
+            {"repository_owner_id": "65"},
+            effect="deny",
+            runner={"scopes": ["octo-org", "${environment}"]},
+            installation={
+                "repositories": ["octo-repo", "${environment}"],
+                "permissions": {"contents": "read"},
+            },
+        ),
+    )
+    assert not decide(rules, runner("register", scope="octo-org"), environment=MISSING).allowed
+    assert decide(rules, runner("register"), environment=MISSING).allowed
+    wants_repo = install({"repositories": ["octo-repo"]})
+    assert not decide(rules, wants_repo, environment=MISSING).allowed
+    assert decide(rules, install({"repositories": ["docs"]}), environment=MISSING).allowed
+
+
+def test_regression_deny_on_a_label_matches_any_case(tmp_path: Path) -> None:
+    rules = engine(
+        tmp_path,
+        policy("org", runner={"scopes": ["octo-org"]}),
+        policy(
+            "no-gpu",
+            {"repository_owner_id": "65"},
+            effect="deny",
+            runner={"scopes": ["octo-org"], "labels": ["gpu"]},
+        ),
+    )
+    for label in ("gpu", "GPU", "Gpu"):
+        decision = decide(rules, runner("jitconfig", scope="octo-org", labels=["linux", label]))
+        assert (decision.allowed, decision.policy_name) == (False, "no-gpu"), label
+    assert decide(rules, runner("jitconfig", scope="octo-org", labels=["linux"])).allowed
+
+
+def test_regression_lone_surrogate_claim_renders_no_template_value(tmp_path: Path) -> None:
+    rules = engine(
+        tmp_path,
+        policy("own", runner={"scopes": ["match:${repository_owner}/.*", "${repository}"]}),
+    )
+    decision = decide(rules, runner("register", scope="octo-org/x"), repository_owner="\ud800")
+    assert not decision.allowed
+    assert not decide(rules, runner("register"), repository="octo-org/\udfff").allowed
+
+
+def test_deny_shortfall_names_what_fell_short(tmp_path: Path) -> None:
+    rules = engine(
+        tmp_path,
+        policy(
+            "docs",
+            installation={"repositories": ["octo-repo"], "permissions": {"contents": "read"}},
+        ),
+    )
+    decision = rules.decide(
+        identity(),
+        install({"repositories": ["other"], "permissions": {"contents": "read"}}),
+        explain=True,
+    )
+    assert decision.trace[0].shortfall == "repositories ['other'] are not granted"
+    decision = rules.decide(identity(), install({"permissions": {"issues": "write"}}), explain=True)
+    assert decision.trace[0].shortfall == "permissions ['issues: write'] are not granted"
