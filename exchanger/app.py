@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from secrets import token_hex
@@ -20,7 +22,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchanger import metrics, pipeline
+from exchanger import audit, metrics, pipeline
+from exchanger.config.load import load_config
 from exchanger.config.model import Config
 from exchanger.errors import ExchangerError, MissingToken
 from exchanger.http import make_client
@@ -71,6 +74,24 @@ def create_app(config: Config) -> ASGIApp:
         },
     )
     return with_request_id(app)
+
+
+def app_factory() -> ASGIApp:
+    """Build the app in each uvicorn worker from EXCHANGER_CONFIG (`serve --workers N`)."""
+    configure_logging()
+    return create_app(load_config(os.environ["EXCHANGER_CONFIG"]))
+
+
+def configure_logging() -> None:
+    """Operational logs to stderr; audit lines to stdout; HTTP clients quiet."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    audit.configure()
 
 
 def _on_sighup(runtime: Runtime) -> Callable[[], None]:
@@ -150,8 +171,14 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
-    """A bug, not a caller's doing: a bare JSON 500, details only in the log."""
-    log.error("unexpected %s while serving %s", exc.__class__.__name__, request.url.path)
+    """A bug, not a caller's doing: a bare JSON 500, its traceback only in the log.
+
+    The traceback names code and the exception; a credential is never put into an
+    exception's message anywhere in the package, so none can reach the log here.
+    """
+    log.error(
+        "unexpected %s while serving %s", exc.__class__.__name__, request.url.path, exc_info=exc
+    )
     return JSONResponse({"error": "internal_error", "message": "internal error"}, 500)
 
 

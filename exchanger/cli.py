@@ -105,6 +105,8 @@ def _schema(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from exchanger.app import configure_logging
+
     config = load_config(args.config)
     configure_logging()
     for warning in config.warnings:
@@ -112,10 +114,17 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("exchanger: --tls-cert and --tls-key go together", file=sys.stderr)
         return USAGE_ERROR
+    if args.workers > 1 and config.redis_url is None and any(p.single_use for p in config.policies):
+        print(
+            "exchanger: single_use policies need state.redis_url with --workers above 1 "
+            "(each worker would accept a token once)",
+            file=sys.stderr,
+        )
+        return USAGE_ERROR
     host, port = args.host or config.server.host, args.port or config.server.port
     # One worker serves the config loaded here; several each load it themselves
     # (the supervisor then keeps no copy of the policies).
-    app: Any = "exchanger.cli:app_factory"
+    app: Any = "exchanger.app:app_factory"
     if args.workers == 1:
         from exchanger.app import create_app
 
@@ -141,28 +150,6 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
     )
     return 0
-
-
-def app_factory() -> Any:
-    """Build the app in each uvicorn worker from EXCHANGER_CONFIG."""
-    from exchanger.app import create_app
-
-    configure_logging()
-    return create_app(load_config(os.environ["EXCHANGER_CONFIG"]))
-
-
-def configure_logging() -> None:
-    """Operational logs to stderr; audit lines to stdout; HTTP clients quiet."""
-    from exchanger import audit
-
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("httpx", "httpcore", "hpack"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    audit.configure()
 
 
 def _explain(args: argparse.Namespace) -> int:

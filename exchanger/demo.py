@@ -170,8 +170,7 @@ class DemoIssuer:
 
 
 def run_demo(config_path: Path) -> int:
-    from exchanger.app import create_app
-    from exchanger.cli import configure_logging
+    from exchanger.app import configure_logging, create_app
 
     print(WARNING, file=sys.stderr)
     base = load_config(config_path)

@@ -89,10 +89,6 @@ class Gateway:
         limits = Limits(store, config.rate_limit, leeway.__getitem__)
         return cls(config, Engine.for_config(config), keys, Verifier(keys), github, limits)
 
-    @property
-    def ready(self) -> bool:
-        return all(k.ready for k in self.keys.values())
-
     def require_github(self) -> GitHub:
         if self.github is None:
             raise UpstreamUnavailable("GitHub is not configured on this gateway", retry_after=60)

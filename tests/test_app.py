@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
+from exchanger.app import on_unexpected
 from tests.fakes.issuer import FakeIssuer
 from tests.gateway import REGISTRY_PASSWORD, Gateway, running_gateway, sample, write_config
 
@@ -200,3 +203,20 @@ def test_regression_lone_surrogate_claim_is_denied_not_500(
     response = get(gateway, "/secrets/registry", headers=bearer(token))
     assert response.status_code == 403
     assert get(gateway, "/secrets/registry", headers=bearer(issuer.mint())).status_code == 200
+
+
+def test_a_500_logs_its_traceback_and_answers_bare_json(caplog: pytest.LogCaptureFixture) -> None:
+    request = Request({"type": "http", "method": "GET", "path": "/x", "headers": []})
+    try:
+        raise ZeroDivisionError("a bug")
+    except ZeroDivisionError as exc:
+        with caplog.at_level(logging.ERROR, logger="exchanger"):
+            response = asyncio.run(on_unexpected(request, exc))
+    assert (response.status_code, response.body) == (
+        500,
+        b'{"error":"internal_error","message":"internal error"}',
+    )
+    (record,) = caplog.records
+    assert record.getMessage() == "unexpected ZeroDivisionError while serving /x"
+    assert record.exc_info is not None
+    assert "raise ZeroDivisionError" in caplog.text

@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
+from exchanger import cli
 from tests.fakes.github import AppCredentials, FakeGitHub
 from tests.fakes.issuer import FakeIssuer
 from tests.fakes.tls import TestCA
@@ -154,3 +156,19 @@ def test_sigterm_lets_requests_in_flight_finish(
         code, _out, _err = gateway.stop()
     assert [a.status_code for a in answers] == [200] * 5
     assert code == 0
+
+
+def test_regression_single_use_without_redis_refuses_several_workers(
+    tmp_path: Path, issuer: FakeIssuer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With two workers and per-process claims, one token could be used once per worker."""
+    extra = """\
+    rate_limit: {per_minute: 60, burst: 5}
+    """
+    path = write_config(tmp_path, issuer.url, extra)
+    text = path.read_text(encoding="utf-8").replace(
+        "  - name: registry-from-main\n", "  - name: registry-from-main\n    single_use: true\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    assert cli.main(["serve", "--config", str(path), "--workers", "2", "--port", "1"]) == 2
+    assert "single_use policies need state.redis_url" in capsys.readouterr().err

@@ -29,6 +29,9 @@ from exchanger.http import FetchError, get_json
 
 log = logging.getLogger("exchanger.jwks")
 
+#: Longest `kid` looked up or kept: a token's header or a JWKS entry beyond it is junk.
+MAX_KID_LENGTH = 256
+
 KID_MISS_COOLDOWN = 60.0
 REFRESH_INTERVAL = 300.0
 # httpx's timeouts are per read: a peer that trickles bytes must not hold the
@@ -167,7 +170,7 @@ class IssuerKeys:
         if not isinstance(entry, dict):
             return None
         kid, kty, alg = entry.get("kid"), entry.get("kty"), entry.get("alg")
-        if not isinstance(kid, str) or not 0 < len(kid) <= 256:
+        if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
             return None
         if entry.get("use", "sig") != "sig" or kty not in ("RSA", "EC"):
             return None

@@ -39,10 +39,9 @@ from joserfc.jwk import ECKey, RSAKey
 from exchanger.config.model import IssuerConfig
 from exchanger.errors import InvalidToken
 from exchanger.identity.claims import Identity
-from exchanger.identity.jwks import IssuerKeys
+from exchanger.identity.jwks import MAX_KID_LENGTH, IssuerKeys
 
 MAX_TOKEN_BYTES = 16 * 1024
-MAX_KID_LENGTH = 256
 #: Header members that would let a token choose its own key; never honoured.
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 #: joserfc's limits for a compact JWS (`JWSRegistry.max_header_length`, …), kept as they were.

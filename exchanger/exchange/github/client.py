@@ -66,7 +66,6 @@ class GitHubClient:
         self.api_url = api_url.rstrip("/")
         self._timeout = timeout
         self._clock = clock
-        self.calls = 0  # upstream requests sent, for metrics and benchmarks
 
     async def post(
         self, path: str, credential: str, body: Mapping[str, Any] | None = None
@@ -99,7 +98,6 @@ class GitHubClient:
             "X-GitHub-Api-Version": API_VERSION,
             "Authorization": f"Bearer {credential}",
         }
-        self.calls += 1
         operation = f"{method} {_template(path)}"
         try:
             async with self._client.stream(
