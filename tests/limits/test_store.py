@@ -10,7 +10,7 @@ import pytest
 
 from exchanger.errors import UpstreamUnavailable
 from exchanger.limits import store as store_module
-from exchanger.limits.store import MemoryStore, RedisStore
+from exchanger.limits.store import MemoryStore, RedisStore, Store
 from tests.fakes.redis import run_redis
 
 
@@ -61,38 +61,29 @@ def test_regression_full_claim_store_answers_503_and_forgets_nothing(
     asyncio.run(scenario())
 
 
-def test_release_and_give_back_undo_a_settlement() -> None:
-    clock = Clock()
-    memory = MemoryStore(clock)
+async def _undo_a_settlement(store: Store) -> None:
+    """What a refused request took comes back: the claim, and one unit up to the burst."""
+    assert await store.claim_once("k", 60)
+    assert not await store.claim_once("k", 60)
+    await store.release("k")
+    assert await store.claim_once("k", 60)
+    assert (await store.take("b", 1 / 60, 1)).allowed
+    assert not (await store.take("b", 1 / 60, 1)).allowed
+    await store.give_back("b", 1)
+    await store.give_back("b", 1)  # never above the burst
+    assert (await store.take("b", 1 / 60, 1)).allowed
+    assert not (await store.take("b", 1 / 60, 1)).allowed
 
-    async def scenario() -> None:
-        assert await memory.claim_once("k", 60)
-        await memory.release("k")
-        assert await memory.claim_once("k", 60)
-        assert (await memory.take("b", 1 / 60, 1)).allowed
-        assert not (await memory.take("b", 1 / 60, 1)).allowed
-        await memory.give_back("b", 1)
-        await memory.give_back("b", 1)  # never above the burst
-        assert (await memory.take("b", 1 / 60, 1)).allowed
-        assert not (await memory.take("b", 1 / 60, 1)).allowed
 
-    asyncio.run(scenario())
+def test_memory_release_and_give_back_undo_a_settlement() -> None:
+    asyncio.run(_undo_a_settlement(MemoryStore(Clock())))
 
 
 def test_redis_release_and_give_back_undo_a_settlement(tmp_path: Path) -> None:
     async def scenario(url: str) -> None:
         shared = RedisStore(url)
         try:
-            assert await shared.claim_once("k", 60)
-            assert not await shared.claim_once("k", 60)
-            await shared.release("k")
-            assert await shared.claim_once("k", 60)
-            assert (await shared.take("b", 1 / 60, 1)).allowed
-            assert not (await shared.take("b", 1 / 60, 1)).allowed
-            await shared.give_back("b", 1)
-            await shared.give_back("b", 1)  # never above the burst
-            assert (await shared.take("b", 1 / 60, 1)).allowed
-            assert not (await shared.take("b", 1 / 60, 1)).allowed
+            await _undo_a_settlement(shared)
         finally:
             await shared.close()
 
