@@ -54,6 +54,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("get", "/repos/{owner}/{repo}/installation"),
     ("get", "/orgs/{org}/installation"),
     ("get", "/users/{username}/installation"),
+    ("get", "/app/installations/{installation_id}"),
     ("post", "/app/installations/{installation_id}/access_tokens"),
     ("get", "/app"),
     ("delete", "/installation/token"),

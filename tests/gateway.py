@@ -165,6 +165,7 @@ GITHUB_POLICIES = """\
   grants:
     runner:
       scopes: ["${repository}", "octo-org", "enterprise:octo-ent"]
+      actions: [register, remove, jitconfig]
       runner_groups: [ci, gpu]
       labels: [self-hosted, linux, x64]
     installation:
@@ -182,12 +183,26 @@ GITHUB_POLICIES = """\
 
 
 def write_github_config(
-    directory: Path, issuer: str, api_url: str, *, mode: str, extra: str = ""
+    directory: Path,
+    issuer: str,
+    api_url: str,
+    *,
+    mode: str,
+    extra: str = "",
+    installation_id: int | None = None,
+    policies: str = "",
 ) -> Path:
-    """The base config plus a `github:` section in App or PAT mode and GitHub policies."""
-    (directory / "github-policies.yaml").write_text(GITHUB_POLICIES, encoding="utf-8")
+    """The base config plus a `github:` section in App or PAT mode and GitHub policies.
+
+    `installation_id` goes into `github.app`; `policies` (a YAML list) is appended to
+    GITHUB_POLICIES.
+    """
+    policy_text = GITHUB_POLICIES + textwrap.dedent(policies)
+    (directory / "github-policies.yaml").write_text(policy_text, encoding="utf-8")
     if mode == "app":
         credential = f"  app:\n    id: {APP_ID}\n    private_key: {{file: app.pem}}\n"
+        if installation_id is not None:
+            credential += f"    installation_id: {installation_id}\n"
     else:
         credential = f"  token: {{value: {PAT}}}\n"
     section = (

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.gateway import (
     Gateway,
     running_gateway,
     ssl_context,
+    wait_for,
     write_github_config,
 )
 
@@ -37,6 +39,7 @@ def minting_calls(github: FakeGitHub) -> list[str]:
 
 
 FreshGateway = Callable[..., AbstractContextManager[Gateway]]
+OwnGitHub = Callable[..., AbstractContextManager[tuple[Gateway, FakeGitHub]]]
 
 
 @pytest.fixture
@@ -56,6 +59,43 @@ def fresh_gateway(
         path = write_github_config(tmp_path, issuer.url, github.api_url, mode=mode, extra=extra)
         with running_gateway(path, ca) as gateway:
             yield gateway
+
+    return start
+
+
+@pytest.fixture
+def own_github(
+    issuer: FakeIssuer, app_credentials: AppCredentials, ca: TestCA, tmp_path: Path
+) -> OwnGitHub:
+    """A new App-mode gateway in front of its own fake GitHub with these installations."""
+
+    @contextmanager
+    def start(
+        installations: Mapping[str, int],
+        *,
+        installation_repositories: Mapping[int, Sequence[str]] | None = None,
+        installation_id: int | None = None,
+        policies: str = "",
+    ) -> Iterator[tuple[Gateway, FakeGitHub]]:
+        fake = FakeGitHub(
+            app=app_credentials,
+            installations=installations,
+            installation_repositories=installation_repositories,
+        )
+        with run_fake_github(ca, fake) as (running, _server):
+            assert running.api_url is not None
+            (tmp_path / "app.pem").write_text(app_credentials.pem_pkcs8, encoding="utf-8")
+            path = write_github_config(
+                tmp_path,
+                issuer.url,
+                running.api_url,
+                mode="app",
+                installation_id=installation_id,
+                policies=policies,
+            )
+            with running_gateway(path, ca) as gateway:
+                yield gateway, running
+            assert running.violations == [], "the gateway sent GitHub something off-spec"
 
     return start
 
@@ -413,6 +453,272 @@ def test_installation_lookup_is_cached_when_missing(
         second = post(gateway, "/token", token, {"owner": "nobody-org"})
     assert first.status_code == second.status_code == 403  # the grant is for octo-org only
     assert github.requests == []
+
+
+# --- installations are bound to their account ---------------------------------------------
+
+PARTNER_INSTALLATION = 5151
+PARTNER_POLICY = """\
+- name: partner-contents
+  claims:
+    repository_owner_id: "66"
+  grants:
+    installation:
+      repositories: ["${repository}"]
+      permissions: {contents: read}
+"""
+
+
+def partner_token(issuer: FakeIssuer) -> str:
+    return issuer.mint(
+        repository="partner-org/octo-repo",
+        repository_id="80",
+        repository_owner="partner-org",
+        repository_owner_id="66",
+    )
+
+
+def access_token_posts(github: FakeGitHub) -> list[str]:
+    return [r.path for r in github.requests if r.path.endswith("/access_tokens")]
+
+
+def test_configured_installation_never_serves_another_owner(
+    own_github: OwnGitHub, issuer: FakeIssuer
+) -> None:
+    """Regression: with `installation_id` set, partner-org's `${repository}` grant was minted
+    in octo-org's installation, where `octo-repo` is octo-org/octo-repo."""
+    installations = {"Octo-Org": INSTALLATION_ID, "partner-org": PARTNER_INSTALLATION}
+    with own_github(installations, installation_id=INSTALLATION_ID, policies=PARTNER_POLICY) as (
+        gateway,
+        github,
+    ):
+        partner = post(gateway, "/token", partner_token(issuer), {})
+        partner_again = post(gateway, "/token", partner_token(issuer), {})
+        octo = post(gateway, "/token", issuer.mint(), {})
+        requests = [r.path for r in github.requests if r.method == "GET"]
+        posts = access_token_posts(github)
+        partner_grant = github.describe_token(partner.json()["token"])
+        octo_grant = github.describe_token(octo.json()["token"])
+
+    assert partner.status_code == partner_again.status_code == octo.status_code == 200
+    assert partner.json()["installation_id"] == PARTNER_INSTALLATION
+    assert partner.json()["repositories"] == ["partner-org/octo-repo"]
+    assert partner_grant == {
+        "installation_id": PARTNER_INSTALLATION,
+        "repositories": ["octo-repo"],
+        "permissions": {"contents": "read"},
+    }
+    assert octo.json()["installation_id"] == INSTALLATION_ID  # its own account, any case
+    assert octo_grant is not None
+    assert octo_grant["installation_id"] == INSTALLATION_ID
+    assert posts == [
+        f"/app/installations/{PARTNER_INSTALLATION}/access_tokens",
+        f"/app/installations/{PARTNER_INSTALLATION}/access_tokens",
+        f"/app/installations/{INSTALLATION_ID}/access_tokens",
+    ]
+    # The configured installation is read once; partner-org is looked up once, then cached.
+    assert requests == [
+        f"/app/installations/{INSTALLATION_ID}",
+        "/orgs/partner-org/installation",
+    ]
+
+
+def test_configured_installation_for_another_owner_is_never_used_when_not_installed(
+    own_github: OwnGitHub,
+    issuer: FakeIssuer,
+) -> None:
+    with own_github(
+        {"octo-org": INSTALLATION_ID}, installation_id=INSTALLATION_ID, policies=PARTNER_POLICY
+    ) as (gateway, github):
+        response = post(gateway, "/token", partner_token(issuer), {})
+        lookups = [r.path for r in github.requests if r.method == "GET"]
+        posts = access_token_posts(github)
+    assert response.status_code == 502, response.text
+    assert response.json()["error"] == "upstream_error"
+    assert "partner-org" in response.json()["message"]
+    assert posts == []
+    assert lookups == [
+        f"/app/installations/{INSTALLATION_ID}",
+        "/orgs/partner-org/installation",
+        "/users/partner-org/installation",
+    ]
+
+
+def test_unknown_configured_installation_is_a_clear_502_and_never_used(
+    own_github: OwnGitHub, issuer: FakeIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="exchanger.github"),
+        own_github({"octo-org": INSTALLATION_ID}, installation_id=999) as (gateway, github),
+    ):
+        first = post(gateway, "/token", issuer.mint(), {})
+        second = post(gateway, "/register", issuer.mint())
+        lookups = [r.path for r in github.requests if r.method == "GET"]
+        posts = access_token_posts(github)
+        secrets = github.minted_secrets()
+    for response in (first, second):
+        assert response.status_code == 502, response.text
+        assert response.json()["error"] == "upstream_error"
+        assert "999" in response.json()["message"]
+    assert posts == []
+    assert lookups == ["/app/installations/999"]  # the 404 is remembered, like a missing owner
+    logged = [r.getMessage() for r in caplog.records if "999" in r.getMessage()]
+    assert any("installation_id" in line for line in logged), caplog.text
+    assert not any(secret in caplog.text for secret in secrets)
+
+
+@pytest.mark.parametrize(
+    ("inject", "status", "code"),
+    [
+        pytest.param(lambda g: g.fail("apps/get-installation", 503, times=2), 503,
+                     "upstream_unavailable", id="503"),
+        pytest.param(lambda g: g.fail("apps/get-installation", 401, times=1), 502,
+                     "upstream_error", id="401"),
+        pytest.param(lambda g: g.reset_connection("apps/get-installation", times=2), 503,
+                     "upstream_unavailable", id="reset"),
+    ],
+)  # fmt: skip
+def test_unreadable_configured_installation_fails_and_is_not_used_blindly(
+    own_github: OwnGitHub,
+    issuer: FakeIssuer,
+    inject: Callable[[FakeGitHub], None],
+    status: int,
+    code: str,
+) -> None:
+    with own_github({"octo-org": INSTALLATION_ID}, installation_id=INSTALLATION_ID) as (
+        gateway,
+        github,
+    ):
+        inject(github)
+        failed = post(gateway, "/token", issuer.mint(), {})
+        posts_while_down = access_token_posts(github)
+        recovered = post(gateway, "/token", issuer.mint(), {})
+    assert failed.status_code == status, failed.text
+    assert failed.json()["error"] == code
+    assert posts_while_down == []
+    assert recovered.status_code == 200, recovered.text  # a failure is not remembered
+    assert recovered.json()["installation_id"] == INSTALLATION_ID
+
+
+def test_concurrent_reads_of_the_configured_installation_share_one_request(
+    own_github: OwnGitHub,
+    issuer: FakeIssuer,
+) -> None:
+    async def burst(gateway: Gateway, token: str) -> list[int]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(
+            base_url=gateway.url, verify=ssl_context(gateway.ca), timeout=10
+        ) as client:
+            answers = await asyncio.gather(
+                *(client.post("/token", json={}, headers=headers) for _ in range(10))
+            )
+        return [a.status_code for a in answers]
+
+    with own_github({"octo-org": INSTALLATION_ID}, installation_id=INSTALLATION_ID) as (
+        gateway,
+        github,
+    ):
+        statuses = asyncio.run(burst(gateway, issuer.mint()))
+        lookups = [r.path for r in github.requests if r.method == "GET"]
+    assert statuses == [200] * 10
+    assert lookups == [f"/app/installations/{INSTALLATION_ID}"]
+
+
+def test_a_token_for_another_accounts_repositories_is_never_handed_out(
+    issuer: FakeIssuer, app_credentials: AppCredentials, ca: TestCA, tmp_path: Path
+) -> None:
+    """Should GitHub ever mint in another account's installation, the answer shows it."""
+
+    class Confused(FakeGitHub):
+        def _installation_login(self, installation_id: int) -> str | None:
+            return "octo-org"  # every installation mints octo-org's repositories
+
+    fake = Confused(
+        app=app_credentials,
+        installations={"octo-org": INSTALLATION_ID, "partner-org": PARTNER_INSTALLATION},
+    )
+    with run_fake_github(ca, fake) as (running, _server):
+        assert running.api_url is not None
+        (tmp_path / "app.pem").write_text(app_credentials.pem_pkcs8, encoding="utf-8")
+        path = write_github_config(
+            tmp_path, issuer.url, running.api_url, mode="app", policies=PARTNER_POLICY
+        )
+        with running_gateway(path, ca) as gateway:
+            response = post(gateway, "/token", partner_token(issuer), {})
+        assert running.violations == []
+    assert response.status_code == 502, response.text
+    assert response.json()["error"] == "upstream_error"
+    assert "ghs_" not in response.text
+
+
+DOCS_RUNNERS_POLICY = """\
+- name: runners-for-docs
+  claims:
+    repository_owner_id: "65"
+    repository_id: "76"
+  grants:
+    runner:
+      scopes: ["${repository}"]
+"""
+
+
+def test_one_repository_without_the_app_does_not_poison_its_owner(
+    own_github: OwnGitHub,
+    issuer: FakeIssuer,
+) -> None:
+    """Regression: a 404 from one repository's installation look-up was cached as "not
+    installed" for the whole owner, so every other repository of it got 502 for 5 minutes."""
+    with own_github(
+        {"octo-org": INSTALLATION_ID},
+        installation_repositories={INSTALLATION_ID: ["docs"]},  # octo-repo is not selected
+        policies=DOCS_RUNNERS_POLICY,
+    ) as (gateway, github):
+        outside = post(gateway, "/register", issuer.mint())  # octo-org/octo-repo
+        docs_token = issuer.mint(repository="octo-org/docs", repository_id="76")
+        docs = post(gateway, "/register", docs_token)
+        lookups = [r.path for r in github.requests if r.path.endswith("/installation")]
+        minted = minting_calls(github)
+    assert outside.status_code == 502, outside.text
+    assert outside.json()["error"] == "upstream_error"
+    assert docs.status_code == 200, docs.text
+    assert lookups == [
+        "/repos/octo-org/octo-repo/installation",
+        "/repos/octo-org/docs/installation",
+    ]
+    assert minted == ["/repos/octo-org/docs/actions/runners/registration-token"]
+
+
+def test_a_repository_lookup_is_not_shared_with_another_repository(
+    own_github: OwnGitHub,
+    issuer: FakeIssuer,
+) -> None:
+    """Concurrent look-ups of two repositories of one owner are two look-ups, not one."""
+
+    async def both(gateway: Gateway, outside: str, docs: str) -> tuple[int, int]:
+        async with httpx.AsyncClient(
+            base_url=gateway.url, verify=ssl_context(gateway.ca), timeout=10
+        ) as client:
+            first = asyncio.create_task(
+                client.post("/register", headers={"Authorization": f"Bearer {outside}"})
+            )
+            await asyncio.to_thread(
+                wait_for, lambda: len(github.requests) == 1, "the first look-up"
+            )
+            second = await client.post("/register", headers={"Authorization": f"Bearer {docs}"})
+            return (await first).status_code, second.status_code
+
+    with own_github(
+        {"octo-org": INSTALLATION_ID},
+        installation_repositories={INSTALLATION_ID: ["docs"]},
+        policies=DOCS_RUNNERS_POLICY,
+    ) as (gateway, github):
+        github.delay("apps/get-repo-installation", 1.5, times=1)  # holds octo-repo's look-up
+        outside, docs = asyncio.run(
+            both(
+                gateway, issuer.mint(), issuer.mint(repository="octo-org/docs", repository_id="76")
+            )
+        )
+    assert (outside, docs) == (502, 200)
 
 
 def test_pkcs1_key_with_crlf_and_pkcs8_both_work(

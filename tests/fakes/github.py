@@ -537,6 +537,11 @@ def _routes_table() -> list[tuple[str, str, _Op]]:
             _Op("apps/get-user-installation", "app", "core", "_installation"),
         ),
         (
+            "GET",
+            "/app/installations/{installation_id}",
+            _Op("apps/get-installation", "app", "core", "_get_installation"),
+        ),
+        (
             "POST",
             "/app/installations/{installation_id}/access_tokens",
             _Op("apps/create-installation-access-token", "app", "core", "_access_token"),
@@ -557,7 +562,8 @@ class FakeGitHub:
     Arguments:
         app: the GitHub App whose JWTs are accepted (None: no App JWT is valid).
         pat: the one personal access token that is valid (None: none is).
-        installations: account login (any case) -> installation id of `app`.
+        installations: account login -> installation id of `app`, one per account. Looked up
+            in any case; the installation's `account.login` keeps the case given here.
         installation_repositories: installation id -> the repository names it was granted;
             an installation not listed has `repository_selection: all` (any name is reachable).
         installation_permissions: installation id -> permissions the App holds there
@@ -593,6 +599,7 @@ class FakeGitHub:
         self.app_credentials = app
         self.pat = pat
         self.installations = {k.lower(): v for k, v in (installations or {}).items()}
+        self.account_logins = {k.lower(): k for k in (installations or {})}
         self.installation_repositories = {
             k: list(v) for k, v in (installation_repositories or {}).items()
         }
@@ -1278,6 +1285,7 @@ class FakeGitHub:
         app = self.app_credentials
         assert app is not None  # only reachable with a valid App JWT
         api, web = self._api_root(request), self._web_root(request)
+        login = self.account_logins.get(login.lower(), login)  # as the account spells itself
         account = self._account(request, login)
         selected = installation_id in self.installation_repositories
         settings = "settings" if account["type"] == "User" else f"organizations/{login}/settings"
@@ -1539,7 +1547,7 @@ class FakeGitHub:
         self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
         installation_id = int(params["installation_id"])
-        login = next((k for k, v in self.installations.items() if v == installation_id), None)
+        login = self._installation_login(installation_id)
         if login is None:
             return self._error(404, "Not Found", op)
         body = body or {}
@@ -1607,6 +1615,19 @@ class FakeGitHub:
         if names is not None:
             out["repositories"] = [self._repository(request, login, n) for n in names]
         return self._json(201, out)
+
+    def _installation_login(self, installation_id: int) -> str | None:
+        """The (lower-case) login of the account that holds this installation, if any."""
+        return next((k for k, v in self.installations.items() if v == installation_id), None)
+
+    async def _get_installation(
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
+    ) -> Response:
+        installation_id = int(params["installation_id"])
+        login = self._installation_login(installation_id)
+        if login is None:
+            return self._error(404, "Not Found", op)
+        return self._json(200, self._installation_object(request, login, installation_id))
 
     def _token_repositories(
         self, login: str, installation_id: int, wanted: list[str], wanted_ids: list[int]

@@ -466,6 +466,41 @@ def test_installation_lookup(
     assert fake.violations == []
 
 
+@pytest.mark.parametrize(
+    ("installation", "login", "target_type", "selection"),
+    [
+        (77, "ACME", "Organization", "selected"),  # the account's login as it spells itself
+        (78, USER, "User", "all"),
+    ],
+)
+def test_get_installation_by_id(
+    gh: httpx.Client,
+    fake: FakeGitHub,
+    app_creds: AppCredentials,
+    installation: int,
+    login: str,
+    target_type: str,
+    selection: str,
+) -> None:
+    body = gh.get(f"/app/installations/{installation}", headers=app_jwt(app_creds)).json()
+
+    assert (body["id"], body["app_id"], body["repository_selection"]) == (
+        installation,
+        APP_ID,
+        selection,
+    )
+    assert (body["account"]["login"], body["account"]["type"]) == (login, target_type)
+    assert body["target_type"] == target_type
+    assert fake.violations == []
+
+
+def test_get_installation_by_id_unknown_is_404(
+    gh: httpx.Client, fake: FakeGitHub, app_creds: AppCredentials
+) -> None:
+    assert_github_error(gh.get("/app/installations/5", headers=app_jwt(app_creds)), 404)
+    assert fake.violations == []
+
+
 def test_get_app(gh: httpx.Client, fake: FakeGitHub, app_creds: AppCredentials) -> None:
     body = gh.get("/app", headers=app_jwt(app_creds)).json()
 
@@ -729,6 +764,7 @@ ENT_REG = "/enterprises/megacorp/actions/runners/registration-token"
         ("bearer-pat", "GET", "/app", 401, UNDECODABLE),
         ("bearer-pat", "GET", f"/orgs/{ORG}/installation", 401, UNDECODABLE),
         ("bearer-pat", "POST", "/app/installations/77/access_tokens", 401, UNDECODABLE),
+        ("bearer-pat", "GET", "/app/installations/77", 401, UNDECODABLE),
         ("none", "GET", "/app", 401, "Requires authentication"),
         ("bearer-pat", "DELETE", "/installation/token", 401, "Bad credentials"),
         ("app-jwt", "DELETE", "/installation/token", 401, "Bad credentials"),
@@ -1213,6 +1249,8 @@ def test_every_canned_response_validates(
         ("GET", f"/users/{USER}/installation", jwt, None),
         ("GET", "/app", jwt, None),
         ("GET", "/app", pat(), None),
+        ("GET", "/app/installations/77", jwt, None),
+        ("GET", "/app/installations/5", jwt, None),
         ("POST", "/app/installations/77/access_tokens", jwt, {"repositories": ["nope"]}),
         ("POST", "/app/installations/78/access_tokens", jwt, {"permissions": {"issues": "read"}}),
         ("POST", "/app/installations/5/access_tokens", jwt, None),
@@ -1245,7 +1283,7 @@ def test_spec_subset_is_small_cached_and_fast_to_load() -> None:
     assert elapsed < 1.0
     assert 50_000 < SPEC_PATH.stat().st_size < 200_000
     assert raw["info"]["version"] == "23.0.2"
-    assert len(openapi_spec().operations) == 16
+    assert len(openapi_spec().operations) == 17
     readme = (SPEC_PATH.parent / "README.md").read_text(encoding="utf-8")
     assert "MIT" in readme
     assert "23.0.2" in readme

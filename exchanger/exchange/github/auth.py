@@ -2,21 +2,32 @@
 
 App mode signs an RS256 App JWT (`iat` 60 s in the past, `exp` 10 minutes
 after that, `iss` the App id), reused until a minute before it expires.
-Installation ids come from the config or are looked up per owner and cached
-(found: 1 h; not found: 5 min); concurrent identical look-ups share one
-request. Runner operations need an installation token with the runner
-permission; those stay inside the gateway and are reused until five minutes
-before they expire, so a runner exchange costs one GitHub call in steady state.
+
+An installation belongs to one account, and GitHub resolves the bare
+repository names of a token request inside the installation it is minted in:
+so an owner's request only ever uses an installation whose `account.login` is
+that owner. A configured `installation_id` is read once (`GET
+/app/installations/{id}`) to learn its account and serves that account only;
+every other owner is looked up per owner (`/orgs/{owner}/installation`, then
+`/users/{owner}/installation`, or `/repos/{owner}/{repo}/installation` for a
+repository's runners). Found installations are cached per owner for an hour;
+"not installed" for five minutes, and only when the owner itself said so, never
+because one repository is outside an installation of selected repositories.
+Concurrent identical look-ups share one request. Runner operations need an
+installation token with the runner permission; those stay inside the gateway
+and are reused until five minutes before they expire, so a runner exchange
+costs one GitHub call in steady state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 from joserfc import jwt
@@ -25,6 +36,9 @@ from exchanger import metrics
 from exchanger.config.model import GitHubAppConfig
 from exchanger.errors import UpstreamError
 from exchanger.exchange.github.client import GitHubClient
+from exchanger.policy.patterns import ascii_lower
+
+log = logging.getLogger("exchanger.github")
 
 JWT_BACKDATE = 60
 JWT_LIFETIME = 600
@@ -33,19 +47,17 @@ FOUND_TTL = 3600.0
 NOT_FOUND_TTL = 300.0
 RUNNER_TOKEN_RENEW_BEFORE = 300
 
+_T = TypeVar("_T")
+
 
 class Credentials(Protocol):
     """What the exchanges need: a bearer to act on runners of a scope."""
-
-    app_mode: bool
 
     async def for_runners(self, owner: str, repository: str | None) -> str: ...
 
 
 class TokenCredentials:
     """A personal access token: one credential for everything it may do."""
-
-    app_mode = False
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -72,8 +84,6 @@ class InstallationToken:
 class AppCredentials:
     """A GitHub App: App JWTs, installation look-ups and installation tokens."""
 
-    app_mode = True
-
     def __init__(
         self,
         app: GitHubAppConfig,
@@ -86,9 +96,14 @@ class AppCredentials:
         self._github = github
         self._clock = clock
         self._jwt: tuple[str, float] | None = None
-        self._installations: TTLCache[str, int | None] = TTLCache(10_000, FOUND_TTL)
+        # Per owner (ASCII lower-case): its installation, or "not installed" (org/user only).
+        self._installations: TTLCache[str, int] = TTLCache(10_000, FOUND_TTL)
         self._missing: TTLCache[str, bool] = TTLCache(10_000, NOT_FOUND_TTL)
-        self._lookups: dict[str, asyncio.Future[int | None]] = {}
+        # The configured installation: (its account's login,) (None: no user or
+        # organization), or that GitHub answered 404 for it.
+        self._configured_account: TTLCache[int, tuple[str | None]] = TTLCache(1, FOUND_TTL)
+        self._configured_missing: TTLCache[int, bool] = TTLCache(1, NOT_FOUND_TTL)
+        self._lookups: dict[str, asyncio.Future[Any]] = {}
         self._runner_tokens: dict[tuple[int, str | None], InstallationToken] = {}
 
     def __repr__(self) -> str:
@@ -107,25 +122,109 @@ class AppCredentials:
         return token
 
     async def installation_id(self, owner: str, repository: str | None = None) -> int:
-        """The installation for `owner`: configured, cached, or looked up once."""
-        if self._app.installation_id is not None:
-            return self._app.installation_id
+        """The installation of `owner`'s account: the configured one if it is that account's,
+        else the one GitHub names for `owner` (or for its `repository`), cached."""
+        owner = ascii_lower(owner)
+        configured = self._app.installation_id
+        if configured is not None:
+            cached = configured in self._configured_account
+            if await self._configured_owner(configured) == owner:
+                metrics.cache_lookup("installation_id", cached)
+                return configured
         found = self._installations.get(owner)
         metrics.cache_lookup("installation_id", found is not None or owner in self._missing)
         if found is None and owner not in self._missing:
-            found = await self._coalesced(owner, lambda: self._lookup(owner, repository))
+            found = await self._owner_installation(owner, repository)
         if found is None:
-            raise UpstreamError(f"the GitHub App is not installed for {owner!r}")
+            where = f"{owner}/{repository}" if repository and owner not in self._missing else owner
+            raise UpstreamError(f"the GitHub App is not installed for {where!r}")
         return found
 
+    async def _configured_owner(self, installation: int) -> str | None:
+        """The login (ASCII lower-case) of the account the configured installation belongs to.
+
+        Read once and cached; a 404 is remembered like a missing owner and fails every
+        request, since no owner can then be told to be, or not to be, its account.
+        """
+        known = self._configured_account.get(installation)
+        if known is not None:
+            return known[0]
+        if installation not in self._configured_missing:
+
+            def store(found: tuple[bool, str | None]) -> None:
+                exists, account = found
+                if exists:
+                    self._configured_account[installation] = (account,)
+                else:
+                    self._configured_missing[installation] = True
+
+            exists, account = await self._coalesced(
+                f"installation:{installation}", lambda: self._read_installation(installation), store
+            )
+            if exists:
+                return account
+        raise UpstreamError(
+            f"GitHub has no installation {installation} of this App "
+            "(the configured github.app.installation_id)"
+        )
+
+    async def _read_installation(self, installation: int) -> tuple[bool, str | None]:
+        """GET /app/installations/{id}: (exists, its account's login or None)."""
+        reply = await self._github.get(
+            f"/app/installations/{installation}", self.app_jwt(), allow_404=True
+        )
+        if reply.status == 404:
+            log.error(
+                "github.app.installation_id %d: GitHub answered 404 (no such installation of "
+                "this App); every request that needs an installation fails until it is fixed",
+                installation,
+            )
+            return False, None
+        found, account = _installation_answer(reply.body)
+        if found != installation:
+            raise UpstreamError("GitHub's installation answer names another installation")
+        if account is None:
+            log.warning(
+                "github.app.installation_id %d belongs to no user or organization; "
+                "every owner is looked up instead",
+                installation,
+            )
+        return True, account
+
+    async def _owner_installation(self, owner: str, repository: str | None) -> int | None:
+        """Look up `owner`'s installation once, sharing the request with concurrent callers.
+
+        An org/user 404 means the App is not installed for the account: remembered. A
+        repository's 404 may mean only that this repository is not among the installation's
+        selected ones, so it is never held against the owner's other repositories.
+        """
+        if repository:
+
+            def store_found(found: int | None) -> None:
+                if found is not None:
+                    self._installations[owner] = found  # an installation is its account's
+
+            key = f"{owner}/{ascii_lower(repository)}"
+            return await self._coalesced(key, lambda: self._lookup(owner, repository), store_found)
+
+        def store(found: int | None) -> None:
+            if found is None:
+                self._missing[owner] = True
+            else:
+                self._installations[owner] = found
+
+        return await self._coalesced(owner, lambda: self._lookup(owner, None), store)
+
     async def _coalesced(
-        self, owner: str, lookup: Callable[[], Awaitable[int | None]]
-    ) -> int | None:
-        pending = self._lookups.get(owner)
+        self, key: str, lookup: Callable[[], Awaitable[_T]], store: Callable[[_T], None]
+    ) -> _T:
+        """One `lookup` per `key` at a time; its result is stored before anyone sees it."""
+        pending = self._lookups.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._lookups[owner] = future
+            shared: _T = await asyncio.shield(pending)
+            return shared
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._lookups[key] = future
         try:
             found = await lookup()
         except BaseException as exc:
@@ -133,12 +232,9 @@ class AppCredentials:
             future.exception()  # retrieved here, so an unshared failure is not "never retrieved"
             raise
         finally:
-            self._lookups.pop(owner, None)
+            self._lookups.pop(key, None)
+        store(found)
         future.set_result(found)
-        if found is None:
-            self._missing[owner] = True
-        else:
-            self._installations[owner] = found
         return found
 
     async def _lookup(self, owner: str, repository: str | None) -> int | None:
@@ -151,11 +247,12 @@ class AppCredentials:
             reply = await self._github.get(path, self.app_jwt(), allow_404=True)
             if reply.status == 404:
                 continue
-            # Anything but a readable id is GitHub's trouble, never "not installed".
-            installation = reply.body.get("id") if isinstance(reply.body, dict) else None
-            if isinstance(installation, int) and not isinstance(installation, bool):
-                return installation
-            raise UpstreamError("GitHub's installation answer has no id")
+            # Anything but a readable id of this owner's is GitHub's trouble, never "not
+            # installed"; and an installation of another account is never used for it.
+            installation, account = _installation_answer(reply.body)
+            if account != owner:
+                raise UpstreamError(f"GitHub's installation for {owner!r} is another account's")
+            return installation
         return None
 
     async def mint(
@@ -189,6 +286,17 @@ class AppCredentials:
         token = await self.mint(installation, repos, {permission: "write"})
         self._runner_tokens[key] = token
         return token.token
+
+
+def _installation_answer(body: Any) -> tuple[int, str | None]:
+    """An installation object's id, and its account's login in ASCII lower case (None when
+    the account is not a user or organization, e.g. an enterprise)."""
+    installation = body.get("id") if isinstance(body, dict) else None
+    if not isinstance(installation, int) or isinstance(installation, bool):
+        raise UpstreamError("GitHub's installation answer has no id")
+    account = body.get("account") if isinstance(body, dict) else None
+    login = account.get("login") if isinstance(account, dict) else None
+    return installation, ascii_lower(login) if isinstance(login, str) and login else None
 
 
 def _installation_token(body: Any) -> InstallationToken:
