@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate the config and every policy")
     _config_argument(check)
+    check.add_argument(
+        "--strict", action="store_true", help="fail (exit 1) on warnings too, e.g. in CI"
+    )
     check.set_defaults(run=_check)
 
     explain = commands.add_parser("explain", help="dry-run a decision for a claims set")
@@ -88,9 +91,22 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    """Errors (exit 1), then warnings, on stderr; with `--strict` a warning fails too."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in (*exc.problems, *exc.warnings):
+            print(line, file=sys.stderr)
+        return 1
     for warning in config.warnings:
         print(warning, file=sys.stderr)
+    if args.strict and config.warnings:
+        count = len(config.warnings)
+        print(
+            f"{config.path}: {count} warning{'s' if count > 1 else ''}; --strict fails on warnings",
+            file=sys.stderr,
+        )
+        return 1
     print(config.summary())
     return 0
 

@@ -7,6 +7,8 @@ private key or an upstream body. Details for operators go to the log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ExchangerError(Exception):
     """Base of every error the gateway answers with."""
@@ -77,8 +79,13 @@ class UpstreamUnavailable(ExchangerError):
 
 
 class ConfigError(Exception):
-    """The configuration is invalid; `problems` are `FILE:LINE: message` lines."""
+    """The configuration is invalid; `problems` are `FILE:LINE: message` lines.
 
-    def __init__(self, problems: list[str]) -> None:
+    `warnings` are the `FILE:LINE: warning: message` lines found on the way:
+    an invalid config may also hold a policy that is unsafe, and `check` says so.
+    """
+
+    def __init__(self, problems: list[str], warnings: Sequence[str] = ()) -> None:
         self.problems = problems
+        self.warnings = tuple(warnings)
         super().__init__("\n".join(problems))

@@ -454,3 +454,68 @@ def test_demo_runs_an_exchange_and_exits_0() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "exchange succeeded" in result.stdout + result.stderr
     assert "INSECURE" in result.stderr
+
+
+# --- check --strict ---------------------------------------------------------------------------
+
+
+def test_check_strict_fails_on_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = CONFIG.replace('repository_owner_id: "65"', "repository_owner: octo-org")
+    path = write_config(tmp_path, text)
+    code, out, err = run(capsys, "check", "--config", str(path), "--strict")
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert len(lines) == 2, lines
+    assert WARNING.fullmatch(lines[0])
+    assert lines[0].startswith(f"{path}:9: warning: ")
+    assert lines[1] == f"{path}: 1 warning; --strict fails on warnings"
+    code, out, _ = run(capsys, "check", "--config", str(path))
+    assert code == 0
+    assert ": ok: " in out
+
+
+def test_check_strict_passes_a_config_without_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path)
+    code, out, err = run(capsys, "check", "--config", str(path), "--strict")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [f"{path}: ok: 1 issuer(s), 2 policies, 1 secret(s)"]
+
+
+def test_check_strict_accepts_the_example_config(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check", "--config", str(EXAMPLE), "--strict")
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{EXAMPLE}: ok: ")
+
+
+@pytest.mark.parametrize("strict", [[], ["--strict"]], ids=["plain", "strict"])
+def test_check_prints_warnings_even_when_there_are_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], strict: list[str]
+) -> None:
+    text = CONFIG.replace('repository_owner_id: "65"', "repository_owner: octo-org").replace(
+        "event_name: [pull_request", "event_nmae: [pull_request"
+    )
+    path = write_config(tmp_path, text)
+    code, out, err = run(capsys, "check", "--config", str(path), *strict)
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines == [
+        f"{path}:18: policy 'no-pull-requests'.claims.event_nmae: unknown claim: not in the "
+        "claims of issuer https://token.actions.githubusercontent.com; did you mean event_name?",
+        f"{path}:9: warning: policy 'registry-from-main' matches repository_owner by name "
+        "without repository_owner_id; names can be renamed and re-registered, ids cannot: "
+        "add repository_owner_id",
+    ]
+
+
+def test_check_refuses_a_world_open_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, CONFIG.replace('      repository_owner_id: "65"\n', ""))
+    code, out, err = run(capsys, "check", "--config", str(path))
+    assert (code, out) == (1, "")
+    [line] = err.splitlines()
+    assert line.startswith(f"{path}:8: policy 'registry-from-main' has no identity anchor: ")

@@ -379,6 +379,7 @@ POLICY_CONFIG = """\
 issuers:
   - issuer: https://issuer.invalid
     audiences: [aud]
+    claims: any
 secrets:
   registry: {password: {value: x}}
   npm-publish: {token: {value: y}}

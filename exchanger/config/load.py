@@ -19,7 +19,10 @@ from joserfc.jwk import RSAKey
 from exchanger.config import policies as policy_config
 from exchanger.config import yamlsource
 from exchanger.config.model import (
+    GITHUB_VOCABULARY,
+    REGISTERED_CLAIMS,
     SIGNING_ALGORITHMS,
+    ClaimVocabulary,
     Config,
     GitHubAppConfig,
     GitHubConfig,
@@ -29,8 +32,9 @@ from exchanger.config.model import (
 )
 from exchanger.config.yamlsource import Problems, Section, YamlError, YList, YMap
 from exchanger.errors import ConfigError
+from exchanger.policy.lint import glob_star
 from exchanger.policy.model import ScopeGuard
-from exchanger.policy.patterns import Pattern, PatternError
+from exchanger.policy.patterns import REGEX_PREFIX, Pattern, PatternError
 
 _TOP_KEYS = frozenset(
     {
@@ -47,9 +51,21 @@ _TOP_KEYS = frozenset(
 )
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
+# Bounds the loader enforces; `schema` publishes the same numbers from here.
+MAX_BODY_BYTES = (1024, 16 << 20)
+LEEWAY_SECONDS = (0, 300)
+MAX_LIFETIME_SECONDS = (1, 7 * 86400)
+ISSUER_TIMEOUT_SECONDS = 60  # (0, this]
+GITHUB_TIMEOUT_SECONDS = 120  # (0, this]
+#: `issuers[].claims: any`: the issuer's claims are not checked (the explicit opt-out).
+ANY_CLAIM = "any"
+
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Load and validate the config at `path`; raise ConfigError listing every problem."""
+    """Load and validate the config at `path`; raise ConfigError listing every problem.
+
+    The ConfigError carries the warnings too, so `check` prints them alongside.
+    """
     env = os.environ if environ is None else environ
     path = Path(path)
     problems = Problems()
@@ -73,12 +89,13 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         github_app=github is not None and github.app is not None,
         github_token=github is not None and github.token is not None,
         secret_names=frozenset(secrets),
-        issuer_count=len(issuers),
+        issuers={issuer.issuer: issuer.claims for issuer in issuers},
+        shared_state=redis_url is not None,
         rate_limit_key=rate_limit.key if rate_limit else "repository_id",
     )
     policies = policy_config.load_policies(root, context)
     if problems.errors:
-        raise ConfigError(problems.errors)
+        raise ConfigError(problems.errors, problems.warnings)
     return Config(
         path=path,
         server=server,
@@ -106,7 +123,7 @@ def _server(root: Section, env: Mapping[str, str]) -> ServerConfig:
     max_body = 65536
     if section is not None:
         section.only(frozenset({"max_body_bytes"}))
-        max_body = section.integer("max_body_bytes", 1024, 16 << 20, max_body)
+        max_body = section.integer("max_body_bytes", *MAX_BODY_BYTES, max_body)
     host = env.get("BIND") or ServerConfig.host
     port = ServerConfig.port
     if env.get("PORT"):
@@ -129,6 +146,7 @@ _ISSUER_KEYS = frozenset(
         "leeway_seconds",
         "max_lifetime_seconds",
         "timeout_seconds",
+        "claims",
     }
 )
 
@@ -179,12 +197,15 @@ def _issuer(section: Section) -> IssuerConfig | None:
                 f"algorithm {name!r} is not allowed (choose from "
                 f"{', '.join(sorted(SIGNING_ALGORITHMS))})",
             )
-    leeway = section.integer("leeway_seconds", 0, 300, IssuerConfig.leeway_seconds)
-    lifetime = section.integer("max_lifetime_seconds", 1, 7 * 86400, 21600)
+    leeway = section.integer("leeway_seconds", *LEEWAY_SECONDS, IssuerConfig.leeway_seconds)
+    lifetime = section.integer(
+        "max_lifetime_seconds", *MAX_LIFETIME_SECONDS, IssuerConfig.max_lifetime_seconds
+    )
     timeout = section.get("timeout_seconds", (int, float))
-    if timeout is not None and not 0 < timeout <= 60:
-        section.error("timeout_seconds", "must be between 0 and 60")
+    if timeout is not None and not 0 < timeout <= ISSUER_TIMEOUT_SECONDS:
+        section.error("timeout_seconds", f"must be between 0 and {ISSUER_TIMEOUT_SECONDS}")
         timeout = None
+    claims = _claim_vocabulary(section)
     if issuer is None or not audiences:
         return None
     return IssuerConfig(
@@ -195,7 +216,42 @@ def _issuer(section: Section) -> IssuerConfig | None:
         leeway_seconds=leeway,
         max_lifetime_seconds=lifetime,
         timeout_seconds=float(timeout or IssuerConfig.timeout_seconds),
+        claims=claims,
     )
+
+
+def _claim_vocabulary(section: Section) -> ClaimVocabulary:
+    """`claims`: the names this issuer sends (default GitHub's), or `any` to opt out.
+
+    An entry ending in `*` is a prefix (`repo_property_*`). The registered JWT
+    claims (iss, sub, aud, jti, iat, nbf, exp) are always part of the list.
+    """
+    raw = section.data.get("claims")
+    if raw is None:
+        return GITHUB_VOCABULARY
+    if raw == ANY_CLAIM:
+        return ClaimVocabulary(names=REGISTERED_CLAIMS, prefixes=(), any_claim=True)
+    if not isinstance(raw, YList):
+        section.error("claims", f"must be a list of claim names, or {ANY_CLAIM!r}")
+        return GITHUB_VOCABULARY
+    names, prefixes = set(REGISTERED_CLAIMS), []
+    errors = len(section.problems.errors)
+    for name, line in section.strings("claims") or []:
+        stem = name.removesuffix("*")
+        if not stem or "*" in stem:
+            section.problems.error(
+                section.file,
+                line,
+                f"{section.path}.claims: {name!r}: a * may only end a prefix, "
+                "as in 'repo_property_*'",
+            )
+        elif stem != name:
+            prefixes.append(stem)
+        else:
+            names.add(name)
+    if len(section.problems.errors) > errors:  # already an error: no cascade of unknown claims
+        return ClaimVocabulary(any_claim=True)
+    return ClaimVocabulary(names=frozenset(names), prefixes=tuple(prefixes))
 
 
 def _is_https_url(value: str) -> bool:
@@ -223,8 +279,8 @@ def _github(root: Section, origin: _Origin) -> GitHubConfig | None:
     if not _is_https_url(api_url):
         section.error("api_url", "must be an https:// URL")
     timeout = section.get("timeout_seconds", (int, float))
-    if timeout is not None and not 0 < timeout <= 120:
-        section.error("timeout_seconds", "must be between 0 and 120")
+    if timeout is not None and not 0 < timeout <= GITHUB_TIMEOUT_SECONDS:
+        section.error("timeout_seconds", f"must be between 0 and {GITHUB_TIMEOUT_SECONDS}")
     app = _github_app(section, origin)
     token = _env_secret(env, "GITHUB_TOKEN") or _source(section, "token", origin, "github.token")
     if app is not None and token is not None:
@@ -248,10 +304,10 @@ def _github_app(section: Section, origin: _Origin) -> GitHubAppConfig | None:
         app.only(_APP_KEYS)
     app_id = _env_int(section, env, "GITHUB_APP_ID")
     if app_id is None and app is not None:
-        app_id = app.get("id", int, required=True)
+        app_id = _positive(app, "id", required=True)
     installation_id = _env_int(section, env, "GITHUB_APP_INSTALLATION_ID")
     if installation_id is None and app is not None:
-        installation_id = app.get("installation_id", int)
+        installation_id = _positive(app, "installation_id")
     key = _env_secret(env, "GITHUB_APP_PRIVATE_KEY")
     if key is None and app is not None:
         key = _source(app, "private_key", origin, "github.app.private_key", required=True)
@@ -266,6 +322,15 @@ def _github_app(section: Section, origin: _Origin) -> GitHubAppConfig | None:
     return GitHubAppConfig(
         id=app_id, private_key=key, installation_id=installation_id, signing_key=signing_key
     )
+
+
+def _positive(section: Section, key: str, *, required: bool = False) -> int | None:
+    """A GitHub id: a positive integer."""
+    value = section.get(key, int, required=required)
+    if value is not None and value < 1:
+        section.error(key, "must be a positive integer")
+        return None
+    return None if value is None else int(value)
 
 
 def _rsa_private_key(pem: str) -> RSAKey | None:
@@ -319,10 +384,17 @@ def _source(
         return None
     if kind == "value":
         return Secret(ref, f"{what}: inline value")
+    if not ref:
+        spec.error(kind, f"{what}: must name {'a variable' if kind == 'env' else 'a file'}")
+        return None
     if kind == "env":
         value = origin.env.get(ref)
         if value is None:
             spec.error(kind, f"{what}: environment variable {ref} is not set")
+            return None
+        if not value:
+            # An empty secret is a deployment mistake (a variable declared, never filled).
+            spec.error(kind, f"{what}: environment variable {ref} is set but empty")
             return None
         return Secret(value, f"{what}: env {ref}")
     file = origin.base / ref
@@ -402,6 +474,15 @@ def _scope_guard(root: Section, env: Mapping[str, str]) -> ScopeGuard:
                     line,
                     f"runner_scopes.{key}: {source!r} has upper-case "
                     "letters, but requested scopes are lower-cased before matching",
+                )
+            fixed = glob_star(source[len(REGEX_PREFIX) :]) if patterns[-1].regex else None
+            if fixed is not None:
+                root.problems.warn(
+                    root.file,
+                    line,
+                    f"runner_scopes.{key}: {source!r} looks like a glob, but match: takes a "
+                    "regular expression (* repeats the character before it); "
+                    f"did you mean '{REGEX_PREFIX}{fixed}'?",
                 )
         compiled[key] = tuple(patterns)
     return ScopeGuard(allow=compiled["allow"], deny=compiled["deny"] or ())

@@ -35,6 +35,71 @@ class ServerConfig:
     port: int = 8080
 
 
+#: The registered JWT claims (RFC 7519 §4.1): part of every issuer's vocabulary.
+REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "jti", "iat", "nbf", "exp"})
+
+#: The claims GitHub Actions documents or lists in its discovery document's
+#: `claims_supported` (GITHUB.md §1.5): the default vocabulary of every issuer.
+GITHUB_CLAIMS = REGISTERED_CLAIMS | frozenset(
+    {
+        "actor",
+        "actor_id",
+        "base_ref",
+        "check_run_id",
+        "enterprise",
+        "enterprise_id",
+        "environment",
+        "environment_node_id",
+        "event_name",
+        "head_ref",
+        "issuer_scope",
+        "job_workflow_ref",
+        "job_workflow_sha",
+        "ref",
+        "ref_protected",
+        "ref_type",
+        "repository",
+        "repository_id",
+        "repository_owner",
+        "repository_owner_id",
+        "repository_visibility",
+        "run_attempt",
+        "run_id",
+        "run_number",
+        "runner_environment",
+        "sha",
+        "workflow",
+        "workflow_ref",
+        "workflow_sha",
+    }
+)
+
+#: Claim families GitHub names by prefix: `repo_property_<name>` (custom properties).
+GITHUB_CLAIM_PREFIXES = ("repo_property_",)
+
+
+@dataclass(frozen=True)
+class ClaimVocabulary:
+    """The claim names an issuer sends (`issuers[].claims`); policies may name no other.
+
+    `any_claim` is the explicit opt-out (`claims: any`): every name is accepted.
+    """
+
+    names: frozenset[str] = GITHUB_CLAIMS
+    prefixes: tuple[str, ...] = GITHUB_CLAIM_PREFIXES
+    any_claim: bool = False
+
+    def allows(self, claim: str) -> bool:
+        return (
+            self.any_claim
+            or claim in self.names
+            or any(claim.startswith(p) and len(claim) > len(p) for p in self.prefixes)
+        )
+
+
+GITHUB_VOCABULARY = ClaimVocabulary()
+
+
 @dataclass(frozen=True)
 class IssuerConfig:
     issuer: str
@@ -44,6 +109,7 @@ class IssuerConfig:
     leeway_seconds: int = 30
     max_lifetime_seconds: int = 21600
     timeout_seconds: float = 10.0  # each discovery or JWKS request
+    claims: ClaimVocabulary = GITHUB_VOCABULARY  # what policies may name for this issuer
 
 
 @dataclass(frozen=True)

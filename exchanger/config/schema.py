@@ -1,16 +1,28 @@
 """The JSON Schema of the config file, printed by `exchanger schema`.
 
 Editors and CI can validate configs with it; the loader in `config` enforces
-the same rules (and more: sources resolve, patterns compile) with FILE:LINE
-errors. A test keeps the example config valid against this schema.
+the same rules (and more: sources resolve, patterns compile, policies bind an
+identity anchor and name only known claims) with FILE:LINE errors. Every
+number here comes from the loader's own constants, and a test checks each
+limit the loader enforces against this schema, value by value.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from exchanger.config.load import (
+    ANY_CLAIM,
+    GITHUB_TIMEOUT_SECONDS,
+    ISSUER_TIMEOUT_SECONDS,
+    LEEWAY_SECONDS,
+    MAX_BODY_BYTES,
+    MAX_LIFETIME_SECONDS,
+)
 from exchanger.config.model import SIGNING_ALGORITHMS
-from exchanger.policy.asks import RUNNER_ACTIONS
+from exchanger.config.policies import BURST_MAX, PER_MINUTE_MAX
+from exchanger.policy.asks import MAX_LABELS, MAX_REPOSITORIES, RUNNER_ACTIONS
+from exchanger.policy.lint import GITHUB_SHARED_ISSUER
 from exchanger.policy.permissions import PERMISSIONS
 
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
@@ -36,8 +48,38 @@ _PERMISSIONS = {
 }
 
 _BUCKET = {
-    "per_minute": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
-    "burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
+    "per_minute": {"type": "number", "exclusiveMinimum": 0, "maximum": PER_MINUTE_MAX},
+    "burst": {"type": "integer", "minimum": 1, "maximum": BURST_MAX},
+}
+
+_HTTPS = {"type": "string", "pattern": "^https://"}
+
+_UNANCHORED = {
+    "type": "object",
+    "description": "the explicit opt-out of the identity anchor: the policy matches anyone "
+    "this issuer signs for (and only its tokens); the issuer must be configured and must "
+    "not be GitHub's shared issuer",
+    "required": ["anyone_signed_by"],
+    "additionalProperties": False,
+    "properties": {
+        "anyone_signed_by": {
+            **_HTTPS,
+            "not": {"enum": [GITHUB_SHARED_ISSUER, GITHUB_SHARED_ISSUER + "/"]},
+        }
+    },
+}
+
+_CLAIM_VOCABULARY = {
+    "description": "the claims this issuer sends (default: GitHub's); an entry ending in * "
+    "is a prefix; 'any' turns the check off",
+    "oneOf": [
+        {"const": ANY_CLAIM},
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "pattern": "^[^*]+\\*?$"},
+        },
+    ],
 }
 
 _POLICY = {
@@ -58,6 +100,7 @@ _POLICY = {
             "additionalProperties": False,
             "properties": _BUCKET,
         },
+        "unanchored": _UNANCHORED,
         "claims": {
             "type": "object",
             "minProperties": 1,
@@ -84,7 +127,7 @@ _POLICY = {
                             "minItems": 1,
                         },
                         "runner_groups": _STRINGS,
-                        "labels": {**_STRINGS, "maxItems": 100},
+                        "labels": {**_STRINGS, "maxItems": MAX_LABELS},
                     },
                 },
                 "installation": {
@@ -93,7 +136,9 @@ _POLICY = {
                     "additionalProperties": False,
                     "properties": {
                         "owner": {"type": "string", "minLength": 1},
-                        "repositories": {"oneOf": [{"const": "*"}, {**_STRINGS, "maxItems": 500}]},
+                        "repositories": {
+                            "oneOf": [{"const": "*"}, {**_STRINGS, "maxItems": MAX_REPOSITORIES}]
+                        },
                         "permissions": _PERMISSIONS,
                     },
                 },
@@ -113,7 +158,11 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "max_body_bytes": {"type": "integer", "minimum": 1024, "maximum": 16777216}
+                "max_body_bytes": {
+                    "type": "integer",
+                    "minimum": MAX_BODY_BYTES[0],
+                    "maximum": MAX_BODY_BYTES[1],
+                }
             },
         },
         "issuers": {
@@ -124,18 +173,31 @@ SCHEMA: dict[str, Any] = {
                 "required": ["issuer", "audiences"],
                 "additionalProperties": False,
                 "properties": {
-                    "issuer": {"type": "string", "pattern": "^https://"},
+                    "issuer": _HTTPS,
                     "audiences": _STRINGS,
-                    "jwks_uri": {"type": "string", "pattern": "^https://"},
+                    "jwks_uri": _HTTPS,
                     "algorithms": {
                         "type": "array",
                         "items": {"enum": sorted(SIGNING_ALGORITHMS)},
                         "minItems": 1,
                         "default": ["RS256"],
                     },
-                    "leeway_seconds": {"type": "integer", "minimum": 0, "maximum": 300},
-                    "max_lifetime_seconds": {"type": "integer", "minimum": 1},
-                    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                    "leeway_seconds": {
+                        "type": "integer",
+                        "minimum": LEEWAY_SECONDS[0],
+                        "maximum": LEEWAY_SECONDS[1],
+                    },
+                    "max_lifetime_seconds": {
+                        "type": "integer",
+                        "minimum": MAX_LIFETIME_SECONDS[0],
+                        "maximum": MAX_LIFETIME_SECONDS[1],
+                    },
+                    "timeout_seconds": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": ISSUER_TIMEOUT_SECONDS,
+                    },
+                    "claims": _CLAIM_VOCABULARY,
                 },
             },
         },
@@ -143,8 +205,12 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "api_url": {"type": "string", "pattern": "^https://"},
-                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
+                "api_url": _HTTPS,
+                "timeout_seconds": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": GITHUB_TIMEOUT_SECONDS,
+                },
                 "app": {
                     "type": "object",
                     "required": ["id", "private_key"],

@@ -1,15 +1,103 @@
 """Policy lint: shapes a policy may take that open more than the operator meant.
 
-Pure checks on pattern text; `exchanger.config.policies` calls them while the
-YAML lines are at hand and reports the result as an error or a warning.
+Pure checks on pattern text and claim names (identity anchors, glob-looking
+patterns, owner-anchored regexes, likely typos); `exchanger.config.policies`
+calls them while the YAML lines are at hand and reports the result as an error
+or a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import re2
+
+from exchanger.policy.patterns import Regex
+
+#: GitHub's shared issuer: it signs for every repository on github.com.
+GITHUB_SHARED_ISSUER = "https://token.actions.githubusercontent.com"
+
+#: Claims whose exact value binds a policy to one enterprise, owner or repository.
+ANCHOR_CLAIMS = (
+    "repository_owner_id",
+    "repository_id",
+    "enterprise_id",
+    "repository_owner",
+    "repository",
+)
+
+
+def is_shared_issuer(issuer: str) -> bool:
+    """Whether `issuer` is GitHub's shared one (a trailing slash changes nothing)."""
+    return issuer.rstrip("/") == GITHUB_SHARED_ISSUER
+
+
+def identity_anchor(exact: Mapping[str, tuple[str, ...]], issuers: Collection[str]) -> str | None:
+    """The claim that binds a policy to one identity, or None when nothing does.
+
+    `exact` maps each claim the policy matches only by exact values to those
+    values. An anchor claim counts, and so does `iss` when every value names a
+    configured issuer other than GitHub's shared one (a GHES or enterprise-unique
+    issuer signs for one company only).
+    """
+    for claim in ANCHOR_CLAIMS:
+        if exact.get(claim):
+            return claim
+    pinned = exact.get("iss")
+    if pinned and all(i in issuers and not is_shared_issuer(i) for i in pinned):
+        return "iss"
+    return None
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate `name` was most likely meant to be (`event_nmae` -> `event_name`)."""
+    found = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def glob_star(expression: str) -> str | None:
+    """`expression` with each glob-looking `*` made `.*`, or None when none looks like a glob.
+
+    In RE2 `*` repeats the atom before it: after `.`, `)`, `]` or an escape it is
+    meant as one; after a plain character (`acme/*`, `refs/heads/*`, `v1*`) it is
+    almost always a shell glob, which matches far less (or more) than intended.
+    """
+    cuts: list[int] = []
+    last_index, last_char = -2, ""
+    for index, char, _ in _structure(expression):
+        # `_structure` skips escapes and classes: a gap before the `*` is one of those.
+        if char == "*" and last_index == index - 1 and last_char not in ".)*+?}":
+            cuts.append(index)
+        last_index, last_char = index, char
+    if not cuts:
+        return None
+    out, start = [], 0
+    for index in cuts:
+        out.append(expression[start:index] + ".*")
+        start = index + 1
+    return "".join(out) + expression[start:]
+
+
+_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}")
+
+
+def glob_as_regex(text: str) -> str:
+    """A glob-looking exact value as the `match:` expression it was probably meant as."""
+    return ".*".join(
+        "".join("\\" + c if c in _REGEX_SPECIAL else c for c in part) for part in text.split("*")
+    )
+
+
+#: Names of every shape a secret may have; a regex matching them all matches any secret.
+_NAME_PROBES = ("a", "Z", "0", "_", "-", ".", "registry", "npm-token_2.prod", "x" * 128)
+
+
+def matches_every_name(regex: Regex) -> bool:
+    """Whether a `match:` entry on names matches everything (`.*`, `.+`, `[^/]*`...)."""
+    return all(regex.fullmatch(probe) is not None for probe in _NAME_PROBES)
+
 
 # A regex on an owner or repository is safe only when a literal owner leads every
 # top-level branch: `octo-org/.*`, `(octo-org|octo-labs)/.*`, `octo-org/a|octo-labs/b`.
@@ -27,6 +115,15 @@ def owner_anchored(claim: str, expression: str) -> bool:
     """
     anchor = _ANCHORED.get(claim)
     return anchor is None or _anchored(expression, anchor)
+
+
+# A runner scope is `owner`, `owner/name` or `enterprise:slug`: the owner (or slug) leads.
+_SCOPE_ANCHOR = re2.compile(r"(?:enterprise:)?" + _OWNER_LITERAL + r"(?:/.*)?")
+
+
+def scope_anchored(expression: str) -> bool:
+    """Whether a `match:` runner scope names its owner or enterprise literally."""
+    return _anchored(expression, _SCOPE_ANCHOR)
 
 
 def _anchored(expression: str, anchor: Any) -> bool:

@@ -90,7 +90,8 @@ def with_policy(claims: str, grants: str = "{secrets: [registry]}", extra: str =
     )
 
 
-ID_CLAIMS = '{repository_owner_id: "65"}'
+OWNER = 'repository_owner_id: "65"'
+ID_CLAIMS = "{" + OWNER + "}"
 
 
 def test_minimal_config_loads(tmp_path: Path) -> None:
@@ -418,7 +419,11 @@ def test_relative_paths_resolve_against_the_config_directory(
     (conf / "keys").mkdir(parents=True)
     (conf / "keys" / "pw.txt").write_text("from-conf-dir\n")
     (tmp_path / "outside.txt").write_text("one-level-up\n")
-    write(conf, "- {name: from-file, claims: {a: b}, grants: {secrets: [registry]}}\n", "p/a.yaml")
+    write(
+        conf,
+        "- {name: from-file, claims: {" + OWNER + "}, grants: {secrets: [registry]}}\n",
+        "p/a.yaml",
+    )
     write(
         conf,
         ISSUERS
@@ -448,7 +453,9 @@ def test_absolute_secret_file_and_policy_glob(tmp_path: Path) -> None:
     (tmp_path / "abs").mkdir()
     (tmp_path / "abs" / "pw.txt").write_text("absolute\n")
     write(
-        tmp_path / "abs", "- {name: abs, claims: {a: b}, grants: {secrets: [registry]}}\n", "a.yaml"
+        tmp_path / "abs",
+        "- {name: abs, claims: {" + OWNER + "}, grants: {secrets: [registry]}}\n",
+        "a.yaml",
     )
     loaded = load(
         tmp_path / "conf",
@@ -774,7 +781,8 @@ WARNING_FORMAT = r"^.+:\d+: warning: .+$"
 @pytest.mark.parametrize(
     ("claims", "warned"),
     [
-        ('{repository: octo-org/app, repository_owner_id: "65"}', ["repository_id"]),
+        ('{repository: octo-org/app, repository_owner_id: "65"}', []),
+        ('{repository: octo-org/app, repository_owner_id: "match:65|66"}', ["repository_id"]),
         ('{repository_owner: octo-org, repository_id: "74"}', ["repository_owner_id"]),
         (
             "{repository: octo-org/app, repository_owner: octo-org}",
@@ -785,7 +793,8 @@ WARNING_FORMAT = r"^.+:\d+: warning: .+$"
         ('{repository_id: "74"}', []),
     ],
     ids=[
-        "repository-by-name",
+        "repository-by-name-owner-pinned-by-id",
+        "repository-by-name-owner-id-regex",
         "owner-by-name",
         "both-by-name",
         "repository-with-id",

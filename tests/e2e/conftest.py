@@ -104,6 +104,7 @@ def e2e_config(issuer: str, api_url: str) -> dict[str, object]:
                 "grants": {
                     "runner": {
                         "scopes": ["${repository}", "octo-org"],
+                        "actions": ["register", "remove", "jitconfig"],
                         "labels": ["self-hosted", "linux", "x64"],
                     },
                     "installation": {

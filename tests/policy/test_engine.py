@@ -266,7 +266,7 @@ CLAIM_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
 def test_claim_matching(
     tmp_path: Path, claims: dict[str, Any], overrides: dict[str, Any], allowed: bool
 ) -> None:
-    rules = engine(tmp_path, policy("p", claims, secrets=["x"]))
+    rules = engine(tmp_path, policy("p", {**OWNER_ID, **claims}, secrets=["x"]))
     assert decide(rules, secret("x"), **overrides).allowed is allowed
 
 
@@ -921,7 +921,7 @@ def test_explain_trace_records_claim_by_claim_results(tmp_path: Path) -> None:
         policy("dev-only", {"repository_id": 74, "ref": "refs/heads/dev"}, secrets=["x"]),
         policy("no-prs", {"event_name": ["pull_request", "match:pull_.*"]}, effect="deny"),
         policy("main", {"repository_id": "74", "environment": "match:prod.*"}, secrets=["y"]),
-        policy("main-x", {"repository_id": "74", "custom": "a"}, secrets=["x"]),
+        policy("main-x", {"repository_id": "74", "check_run_id": "a"}, secrets=["x"]),
     )
     decision = rules.decide(identity(repository_id=74), secret("y"), explain=True)
     assert decision.allowed
