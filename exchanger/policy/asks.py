@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from exchanger.errors import InvalidRequest
 from exchanger.identity.claims import Identity
+from exchanger.policy import permissions
 from exchanger.policy.patterns import ascii_lower, is_text
-from exchanger.policy.permissions import PERMISSIONS
 
 RunnerAction = Literal["register", "remove", "jitconfig"]
 RUNNER_ACTIONS: tuple[RunnerAction, ...] = ("register", "remove", "jitconfig")
@@ -186,11 +186,9 @@ def _permissions(value: Any) -> Mapping[str, str] | None:
     if not isinstance(value, dict) or not value:
         raise InvalidRequest("permissions must be a non-empty object")
     for name, level in value.items():
-        levels = PERMISSIONS.get(name)
-        if levels is None:
-            raise InvalidRequest(f"unknown permission {name[:64]!r}")
-        if level not in levels:
-            raise InvalidRequest(f"permission {name} takes one of: {', '.join(levels)}")
+        wrong = permissions.problem(name, level)
+        if wrong is not None:
+            raise InvalidRequest(f"permission {name[:64]!r} {wrong}")
     return dict(value)
 
 

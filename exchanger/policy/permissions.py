@@ -89,3 +89,13 @@ PERMISSIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
 def covers(granted: str, requested: str) -> bool:
     """True when a grant at level `granted` allows a request for `requested`."""
     return RANK[requested] <= RANK[granted]
+
+
+def problem(name: str, level: object) -> str | None:
+    """What is wrong with `name: level` as a GitHub App permission, or None."""
+    levels = PERMISSIONS.get(name)
+    if levels is None:
+        return "is not a GitHub App permission"
+    if level not in levels:
+        return f"takes one of: {', '.join(levels)}"
+    return None

@@ -693,14 +693,14 @@ POLICY_ERRORS: list[tuple[str, str, str]] = [
         with_policy(
             ID_CLAIMS, '{installation: {repositories: "*", permissions: {contents: admin}}}'
         ),
-        "contents: must be one of: read, write",
+        "contents: takes one of: read, write",
     ),
     (
         "write-only-permission-read",
         with_policy(
             ID_CLAIMS, '{installation: {repositories: "*", permissions: {workflows: read}}}'
         ),
-        "workflows: must be one of: write",
+        "workflows: takes one of: write",
     ),
     (
         "installation-without-repositories",
