@@ -14,13 +14,11 @@ import dataclasses
 import datetime
 import ipaddress
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from exchanger.config.load import load_config
-from exchanger.config.model import IssuerConfig
+from exchanger.config.model import Config, IssuerConfig
 
 AUDIENCE = "https://exchanger.demo.invalid"
 #: Claims that satisfy the example policy `registry-from-main`.
@@ -57,49 +55,6 @@ DEMO_CLAIMS = {
     "sub": "repo:acme/app:ref:refs/heads/main",
 }
 WARNING = "exchanger demo: INSECURE throw-away issuer on loopback; never use it in production"
-
-
-class ThreadServer(uvicorn.Server):
-    """A uvicorn server on a background thread that says when it is listening."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
-def loopback_socket() -> socket.socket:
-    """A socket bound to a free port on 127.0.0.1."""
-    # IPPROTO_TCP (not 0) lets asyncio set TCP_NODELAY on accepted connections;
-    # without it every response stalls ~40 ms between its headers and its body.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: ASGIApp, **options: Any) -> Iterator[str]:
-    """Serve `app` on a free loopback port until the block exits; yields host:port."""
-    sock = loopback_socket()
-    server = ThreadServer(uvicorn.Config(app, log_level="warning", **options))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True
-    )
-    thread.start()
-    try:
-        if not server.ready.wait(timeout=15):
-            raise RuntimeError("server did not start")
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        loop.close()
-        sock.close()
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -170,7 +125,7 @@ class DemoIssuer:
 
 
 def run_demo(config_path: Path) -> int:
-    from exchanger.app import configure_logging, create_app
+    from exchanger.app import configure_logging
 
     print(WARNING, file=sys.stderr)
     base = load_config(config_path)
@@ -178,43 +133,69 @@ def run_demo(config_path: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="exchanger-demo-") as tmp:
         cert, key = _self_signed(Path(tmp))
         os.environ["SSL_CERT_FILE"] = str(cert)  # this process trusts the demo CA only
-        issuer = DemoIssuer()
-        tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-        with serve_in_thread(issuer.app(), lifespan="off", **tls) as issuer_addr:
-            issuer.url = f"https://{issuer_addr}"
-            demo_issuer = IssuerConfig(issuer=issuer.url, audiences=frozenset({AUDIENCE}))
-            config = dataclasses.replace(base, issuers=(demo_issuer,))
-            with serve_in_thread(create_app(config), lifespan="on") as gateway_addr:
-                return _tour(f"http://{gateway_addr}", issuer)
+        return asyncio.run(_run(base, cert, key))
 
 
-def _tour(gateway: str, issuer: DemoIssuer) -> int:
-    with httpx.Client(base_url=gateway, timeout=10) as client:
-        _wait_ready(client)
+async def _run(base: Config, cert: Path, key: Path) -> int:
+    """Issuer, gateway and the tour in one event loop: no threads to coordinate."""
+    from exchanger.app import create_app
+
+    issuer = DemoIssuer()
+    tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    async with _serving(issuer.app(), lifespan="off", **tls) as issuer_addr:
+        issuer.url = f"https://{issuer_addr}"
+        demo_issuer = IssuerConfig(issuer=issuer.url, audiences=frozenset({AUDIENCE}))
+        config = dataclasses.replace(base, issuers=(demo_issuer,))
+        async with _serving(create_app(config), lifespan="on") as gateway_addr:
+            return await _tour(f"http://{gateway_addr}", issuer)
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: ASGIApp, **options: Any) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port in this loop until the block exits."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **options)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise RuntimeError("a demo server did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _tour(gateway: str, issuer: DemoIssuer) -> int:
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        await _wait_ready(client)
         print(f"1. issuer {issuer.url} and gateway {gateway} are up")
         token = issuer.mint()
         print(f"2. minted a token for {DEMO_CLAIMS['repository']} on {DEMO_CLAIMS['ref']}")
         headers = {"Authorization": f"Bearer {token}"}
-        user = client.get("/secrets/registry/username", headers=headers)
-        password = client.get("/secrets/registry/password", headers=headers)
+        user = await client.get("/secrets/registry/username", headers=headers)
+        password = await client.get("/secrets/registry/password", headers=headers)
         print(
             f"3. GET /secrets/registry/username -> {user.status_code} {user.text!r}; "
             f"/password -> {password.status_code} ({len(password.text)} characters, not shown)"
         )
         pr = issuer.mint(event_name="pull_request")
-        denied = client.get("/secrets/registry", headers={"Authorization": f"Bearer {pr}"})
+        denied = await client.get("/secrets/registry", headers={"Authorization": f"Bearer {pr}"})
         print(f"4. the same repository from a pull_request -> {denied.status_code} {denied.text}")
-        missing = client.get("/secrets/registry")
+        missing = await client.get("/secrets/registry")
         print(f"5. no token at all -> {missing.status_code} {missing.text}")
         ok = user.status_code == 200 and password.status_code == 200 and denied.status_code == 403
     print("demo: exchange succeeded" if ok else "demo: FAILED", file=sys.stderr)
     return 0 if ok else 1
 
 
-def _wait_ready(client: httpx.Client) -> None:
+async def _wait_ready(client: httpx.AsyncClient) -> None:
     """Poll /readyz: the gateway fetches the demo issuer's keys in the background."""
     deadline = time.monotonic() + 15
-    while client.get("/readyz").status_code != 200:
+    while (await client.get("/readyz")).status_code != 200:
         if time.monotonic() > deadline:
             raise RuntimeError("gateway did not become ready")
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)

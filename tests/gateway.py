@@ -17,9 +17,9 @@ import httpx
 
 from exchanger.app import create_app
 from exchanger.config.load import load_config
-from exchanger.demo import loopback_socket, serve_in_thread
 from tests.fakes.issuer import AUDIENCE
 from tests.fakes.tls import TestCA
+from tests.servers import loopback_socket, serve_in_thread
 
 #: Canary credentials: tests grep every captured log for them.
 REGISTRY_PASSWORD = "canary-registry-password-7d41c9"

@@ -22,12 +22,12 @@ import httpx
 import pytest
 import yaml
 
-from exchanger.demo import loopback_socket
 from tests.fakes.actions_runtime import ActionsRuntime, run_actions_runtime
 from tests.fakes.github import AppCredentials, FakeGitHub
 from tests.fakes.issuer import FakeIssuer
 from tests.fakes.tls import TestCA
 from tests.gateway import APP_ID, REGISTRY_PASSWORD, Gateway, running_gateway, ssl_context
+from tests.servers import loopback_socket
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"

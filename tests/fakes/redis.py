@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from exchanger.demo import loopback_socket
+from tests.servers import loopback_socket
 
 
 @dataclass

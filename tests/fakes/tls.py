@@ -15,7 +15,7 @@ from pathlib import Path
 import trustme
 from starlette.types import ASGIApp
 
-from exchanger.demo import serve_in_thread
+from tests.servers import serve_in_thread
 
 
 @dataclass(frozen=True)
