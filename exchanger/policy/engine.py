@@ -99,12 +99,22 @@ class Decision:
     decider: Decider
     policy: Policy | None = None
     terms: Terms = None
-    reason: str = ""
+    refusal: str = ""  # what the mode or the scope guard refused
     trace: tuple[PolicyTrace, ...] = field(default=())
 
     @property
     def policy_name(self) -> str | None:
         return None if self.policy is None else self.policy.name
+
+    @property
+    def reason(self) -> str:
+        """What decided, in words (built on demand: the hot path never needs it)."""
+        if self.refusal:
+            return self.refusal
+        if self.policy is None:
+            return "no allow policy covers it"
+        kind = "deny policy" if self.policy.effect == "deny" else "policy"
+        return f"{kind} {self.policy.name!r} covers it"
 
 
 class Engine:
@@ -142,24 +152,18 @@ class Engine:
         Only the policies the index names as candidates can match, so only they are
         evaluated (in file order); `explain` evaluates every policy for its trace.
         """
-        refusal = self._mode_refusal(ask) or self._guard_refusal(ask)
-        if refusal is not None:
-            decider, reason = refusal
-            trace = self._policies(identity, ask)[2] if explain else ()
-            return Decision(False, decider, reason=reason, trace=trace)
+        if not isinstance(ask, SecretRequest):
+            refusal = self._mode_refusal(ask) or self._guard_refusal(ask)
+            if refusal is not None:
+                decider, reason = refusal
+                trace = self._policies(identity, ask)[2] if explain else ()
+                return Decision(False, decider, refusal=reason, trace=trace)
         allowed, denied, trace = self._policies(identity, ask, explain=explain)
         if denied is not None:
-            return Decision(
-                False,
-                "policy",
-                denied,
-                reason=f"deny policy {denied.name!r} covers it",
-                trace=trace,
-            )
+            return Decision(False, "policy", denied, trace=trace)
         if allowed is None:
-            return Decision(False, "no_policy", reason="no allow policy covers it", trace=trace)
-        policy, terms = allowed
-        return Decision(True, "policy", policy, terms, f"policy {policy.name!r} covers it", trace)
+            return Decision(False, "no_policy", trace=trace)
+        return Decision(True, "policy", allowed[0], allowed[1], trace=trace)
 
     def _mode_refusal(self, ask: Ask) -> tuple[Decider, str] | None:
         if isinstance(ask, InstallationRequest) and self._mode == "token":
@@ -204,7 +208,7 @@ class Engine:
         """`_Covered` when the policy's grants cover the whole request, else what they lack."""
         grants = policy.grants
         if grants.empty:
-            return _Covered(None)  # a deny policy without grants covers everything
+            return _COVERED  # a deny policy without grants covers everything
         if policy.effect == "deny":
             return _deny_touches(policy, claims, ask)
         if isinstance(ask, SecretRequest):
@@ -233,6 +237,9 @@ class _Covered:
     terms: Terms
 
 
+_COVERED = _Covered(None)
+
+
 def _bound(patterns: tuple[NamePattern, ...], claims: Mapping[str, Any]) -> list[Pattern | None]:
     return [entry.bind(claims) for entry in patterns]
 
@@ -245,7 +252,7 @@ def _allow_names(
     if any(pattern is None for pattern in bound):
         return f"a {what} entry names a claim the token does not carry"
     if any(pattern is not None and pattern.matches(name) for pattern in bound):
-        return _Covered(None)
+        return _COVERED
     return f"{what} {name!r} is not granted"
 
 
@@ -261,7 +268,7 @@ def _fold_labels(labels: tuple[str, ...]) -> set[str]:
 
 def _deny_touches(policy: Policy, claims: Mapping[str, Any], ask: Ask) -> _Covered | str:
     """Whether `ask` asks for anything the deny policy's grants name."""
-    touched = _Covered(None)
+    touched = _COVERED
     spared = "asks for nothing it denies"
     grants = policy.grants
     if isinstance(ask, SecretRequest):
