@@ -44,7 +44,7 @@ def create_app(config: Config) -> ASGIApp:
         async with make_client() as client:
             runtime = Runtime(client, Gateway.build(config, client))
             app.state.runtime = runtime
-            runtime.start()
+            await runtime.start()
             hangup = _on_sighup(runtime)
             try:
                 yield

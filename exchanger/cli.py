@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -14,7 +15,8 @@ from typing import Any
 
 from exchanger import __version__
 from exchanger.config.load import load_config
-from exchanger.errors import ConfigError, InvalidRequest
+from exchanger.config.model import Config
+from exchanger.errors import ConfigError, ExchangerError, InvalidRequest
 from exchanger.policy import dryrun
 from exchanger.policy.asks import ask_from_spec
 from exchanger.policy.engine import Engine
@@ -51,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(check)
     check.add_argument(
         "--strict", action="store_true", help="fail (exit 1) on warnings too, e.g. in CI"
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also contact the App key's signer (KMS, HSM) and check its public key",
     )
     check.set_defaults(run=_check)
 
@@ -107,8 +114,31 @@ def _check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.online:
+        problem = asyncio.run(_check_online(config))
+        if problem is not None:
+            print(f"{config.path}: {problem}", file=sys.stderr)
+            return 1
     print(config.summary())
     return 0
+
+
+async def _check_online(config: Config) -> str | None:
+    """What the network says is wrong with the config (the App key, today), or None."""
+    from exchanger.exchange.github.signers import check_public_key, signer_for
+
+    if config.github is None or config.github.app is None:
+        return None
+    signer = signer_for(config.github.app.key)
+    try:
+        await check_public_key(signer)
+    except ConfigError as exc:
+        return "; ".join(exc.problems)
+    except ExchangerError as exc:
+        return f"github.app: {exc.message}"
+    finally:
+        await signer.close()
+    return None
 
 
 def _schema(args: argparse.Namespace) -> int:

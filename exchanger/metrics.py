@@ -55,6 +55,13 @@ CACHE = Counter(
     ["cache", "result"],
     registry=REGISTRY,
 )
+SIGNER_SECONDS = Histogram(
+    "exchanger_signer_duration_seconds",
+    "App-key signer calls (sign, public_key) by back-end and outcome (ok, unavailable, refused)",
+    ["signer", "operation", "outcome"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 RELOADS = Counter(
     "exchanger_config_reloads",
     "Configuration reloads (SIGHUP) by result",

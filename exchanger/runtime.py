@@ -24,6 +24,7 @@ from exchanger.errors import ConfigError, UpstreamUnavailable
 from exchanger.exchange.github.auth import AppCredentials, Credentials, TokenCredentials
 from exchanger.exchange.github.client import GitHubClient
 from exchanger.exchange.github.runners import Runners
+from exchanger.exchange.github.signers import check_public_key
 from exchanger.identity.jwks import IssuerKeys
 from exchanger.identity.verify import Verifier
 from exchanger.limits.admission import Limits
@@ -95,6 +96,25 @@ class Gateway:
         return self.github
 
 
+async def check_app_key(github: GitHub | None) -> None:
+    """Fetch the App's public key from its signer and refuse one that is not RSA ≥ 2048.
+
+    A signer that cannot be reached is logged, not fatal: exchanges that need it
+    answer 503 until it returns, and everything else keeps working.
+    """
+    if github is None or not isinstance(github.credentials, AppCredentials):
+        return
+    try:
+        await check_public_key(github.credentials.signer)
+    except UpstreamUnavailable as exc:
+        log.warning("the GitHub App's key could not be checked: %s", exc.message)
+
+
+async def close_signer(github: GitHub | None) -> None:
+    if github is not None and isinstance(github.credentials, AppCredentials):
+        await github.credentials.signer.close()
+
+
 def _store(config: Config, previous: Gateway | None) -> Store:
     """Keep the previous store (and its buckets) unless the Redis URL changed."""
     if previous is not None and previous.config.redis_url == config.redis_url:
@@ -113,11 +133,14 @@ class Runtime:
     _refreshers: dict[IssuerKeys, asyncio.Task[None]] = field(default_factory=dict)
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Check the App key (ConfigError stops start-up), then fetch keys in the background."""
+        await check_app_key(self.gateway.github)
         self._sync_refreshers()
 
     async def stop(self) -> None:
         await self.gateway.limits.store.close()
+        await close_signer(self.gateway.github)
         tasks = list(self._refreshers.values())
         for task in tasks:
             task.cancel()
@@ -147,12 +170,23 @@ class Runtime:
                 metrics.RELOADS.labels("invalid").inc()
                 return False
             gateway = Gateway.build(config, self.client, previous=self.gateway)
+            if gateway.github is not self.gateway.github:
+                try:
+                    await check_app_key(gateway.github)
+                except ConfigError as exc:
+                    await close_signer(gateway.github)
+                    for problem in exc.problems:
+                        log.error("reload refused, keeping the current config: %s", problem)
+                    metrics.RELOADS.labels("invalid").inc()
+                    return False
             fresh = [k for k in gateway.keys.values() if not k.ready]
             if fresh:
                 await asyncio.wait(
                     [asyncio.create_task(k.refresh()) for k in fresh], timeout=NEW_ISSUER_WAIT
                 )
             previous, self.gateway = self.gateway, gateway
+            if previous.github is not gateway.github:
+                await close_signer(previous.github)
             if previous.limits.store is not gateway.limits.store:
                 await previous.limits.store.close()
             self._sync_refreshers()

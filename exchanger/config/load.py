@@ -14,19 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from joserfc.jwk import RSAKey
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger.config import policies as policy_config
 from exchanger.config import yamlsource
 from exchanger.config.model import (
     GITHUB_VOCABULARY,
+    MIN_KEY_BITS,
     REGISTERED_CLAIMS,
     SIGNING_ALGORITHMS,
+    AppKey,
     ClaimVocabulary,
     Config,
     GitHubAppConfig,
     GitHubConfig,
     IssuerConfig,
+    KmsKey,
+    PemKey,
+    Pkcs11Key,
     Secret,
     ServerConfig,
 )
@@ -261,7 +268,7 @@ def _is_https_url(value: str) -> bool:
 
 
 _GITHUB_KEYS = frozenset({"api_url", "timeout_seconds", "app", "token"})
-_APP_KEYS = frozenset({"id", "private_key", "installation_id"})
+_APP_KEYS = frozenset({"id", "private_key", "kms", "pkcs11", "installation_id"})
 
 
 def _github(root: Section, origin: _Origin) -> GitHubConfig | None:
@@ -285,8 +292,11 @@ def _github(root: Section, origin: _Origin) -> GitHubConfig | None:
     token = _env_secret(env, "GITHUB_TOKEN") or _source(section, "token", origin, "github.token")
     if app is not None and token is not None:
         section.error(None, "configure either a GitHub App (app) or a token, not both")
-    if app is None and token is None:
-        section.error(None, "needs a GitHub App (app) or a token")
+    asked_for_app = (
+        "app" in section.data or env.get("GITHUB_APP_ID") or env.get("GITHUB_APP_PRIVATE_KEY")
+    )
+    if app is None and token is None and not asked_for_app:
+        section.error(None, "needs a GitHub App (app) or a token")  # not again after an app error
     return GitHubConfig(
         api_url=api_url.rstrip("/"),
         timeout_seconds=float(timeout or GitHubConfig.timeout_seconds),
@@ -308,20 +318,74 @@ def _github_app(section: Section, origin: _Origin) -> GitHubAppConfig | None:
     installation_id = _env_int(section, env, "GITHUB_APP_INSTALLATION_ID")
     if installation_id is None and app is not None:
         installation_id = _positive(app, "installation_id")
-    key = _env_secret(env, "GITHUB_APP_PRIVATE_KEY")
-    if key is None and app is not None:
-        key = _source(app, "private_key", origin, "github.app.private_key", required=True)
+    key = _app_key(section, app, origin)
     if app_id is None or key is None:
-        if app is None:
-            section.error("app", "GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY must be set together")
         return None
-    signing_key = _rsa_private_key(key.value)
-    if signing_key is None:
+    return GitHubAppConfig(id=app_id, key=key, installation_id=installation_id)
+
+
+_KEY_KINDS = ("private_key", "kms", "pkcs11")
+
+
+def _app_key(section: Section, app: Section | None, origin: _Origin) -> AppKey | None:
+    """The App's key: a PEM (`private_key` or env GITHUB_APP_PRIVATE_KEY), `kms` or `pkcs11`."""
+    pem = _env_secret(origin.env, "GITHUB_APP_PRIVATE_KEY")
+    if pem is None and app is None:
+        section.error("app", "GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY must be set together")
+        return None
+    if app is not None and pem is None:
+        kinds = [kind for kind in _KEY_KINDS if kind in app.data]
+        if len(kinds) != 1:
+            app.error(None, "needs exactly one key: private_key, kms or pkcs11")
+            return None
+        if kinds[0] == "kms":
+            return _kms_key(app)
+        if kinds[0] == "pkcs11":
+            return _pkcs11_key(app, origin)
+        pem = _source(app, "private_key", origin, "github.app.private_key", required=True)
+    if pem is None:
+        return None
+    private = _rsa_private_key(pem.value)
+    if private is None:
         where, field_name = (app, "private_key") if app is not None else (section, "app")
-        where.error(field_name, f"not an RSA private key in PEM (PKCS#1 or PKCS#8): {key.origin}")
-    return GitHubAppConfig(
-        id=app_id, private_key=key, installation_id=installation_id, signing_key=signing_key
-    )
+        where.error(field_name, f"not an RSA private key in PEM (PKCS#1 or PKCS#8): {pem.origin}")
+        return None
+    if private.key_size < MIN_KEY_BITS:
+        where, field_name = (app, "private_key") if app is not None else (section, "app")
+        where.error(field_name, f"the key has {private.key_size} bits; at least {MIN_KEY_BITS}")
+        return None
+    return PemKey(source=pem, key=private)
+
+
+def _kms_key(app: Section) -> KmsKey | None:
+    kms = app.sub("kms", required=True)
+    if kms is None:
+        return None
+    kms.only(frozenset({"key_id", "region", "endpoint_url"}))
+    key_id = kms.get("key_id", str, required=True)
+    endpoint = kms.get("endpoint_url", str)
+    if endpoint is not None and not _is_https_url(endpoint):
+        kms.error("endpoint_url", "must be an https:// URL")
+    if not key_id:
+        if key_id == "":
+            kms.error("key_id", "must name a key: its ARN, id or alias/NAME")
+        return None
+    return KmsKey(key_id=key_id, region=kms.get("region", str), endpoint_url=endpoint)
+
+
+def _pkcs11_key(app: Section, origin: _Origin) -> Pkcs11Key | None:
+    token = app.sub("pkcs11", required=True)
+    if token is None:
+        return None
+    token.only(frozenset({"module", "token_label", "key_label", "pin"}))
+    names = {
+        key: token.get(key, str, required=True) for key in ("module", "token_label", "key_label")
+    }
+    pin = _source(token, "pin", origin, "github.app.pkcs11.pin", required=True)
+    module, token_label, key_label = names["module"], names["token_label"], names["key_label"]
+    if not module or not token_label or not key_label or pin is None:
+        return None
+    return Pkcs11Key(module=module, token_label=token_label, key_label=key_label, pin=pin)
 
 
 def _positive(section: Section, key: str, *, required: bool = False) -> int | None:
@@ -333,14 +397,14 @@ def _positive(section: Section, key: str, *, required: bool = False) -> int | No
     return None if value is None else int(value)
 
 
-def _rsa_private_key(pem: str) -> RSAKey | None:
+def _rsa_private_key(pem: str) -> rsa.RSAPrivateKey | None:
     """The App key, parsed once at load: PKCS#1 or PKCS#8 PEM, CRLF line endings tolerated."""
     text = pem.replace("\r\n", "\n").strip() + "\n"
     try:
-        key = RSAKey.import_key(text)
-    except Exception:
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return None
-    return key if key.is_private else None
+    return key if isinstance(key, rsa.RSAPrivateKey) else None
 
 
 def _env_int(section: Section, env: Mapping[str, str], name: str) -> int | None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from joserfc.jwk import RSAKey
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger.policy.model import Policy, RateLimit, ScopeGuard
 
@@ -112,12 +112,45 @@ class IssuerConfig:
     claims: ClaimVocabulary = GITHUB_VOCABULARY  # what policies may name for this issuer
 
 
+#: The smallest App key accepted, wherever it is kept (GitHub generates 2048-bit keys).
+MIN_KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class PemKey:
+    """`private_key: {value|env|file}`: the App key, read into the process."""
+
+    source: Secret
+    key: rsa.RSAPrivateKey = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class KmsKey:
+    """`kms: {key_id, region, endpoint_url}`: an AWS KMS key that signs and never leaves."""
+
+    key_id: str
+    region: str | None = None
+    endpoint_url: str | None = None  # tests, VPC endpoints
+
+
+@dataclass(frozen=True)
+class Pkcs11Key:
+    """`pkcs11: {module, token_label, key_label, pin}`: a key on a PKCS#11 token (an HSM)."""
+
+    module: str
+    token_label: str
+    key_label: str
+    pin: Secret
+
+
+AppKey = PemKey | KmsKey | Pkcs11Key
+
+
 @dataclass(frozen=True)
 class GitHubAppConfig:
     id: int
-    private_key: Secret
+    key: AppKey
     installation_id: int | None = None
-    signing_key: RSAKey | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -213,11 +213,40 @@ SCHEMA: dict[str, Any] = {
                 },
                 "app": {
                     "type": "object",
-                    "required": ["id", "private_key"],
+                    "required": ["id"],
+                    "oneOf": [
+                        {"required": ["private_key"]},
+                        {"required": ["kms"]},
+                        {"required": ["pkcs11"]},
+                    ],
                     "additionalProperties": False,
                     "properties": {
                         "id": {"type": "integer", "minimum": 1},
                         "private_key": _SOURCE,
+                        "kms": {
+                            "type": "object",
+                            "description": "an AWS KMS RSA SIGN_VERIFY key; only kms:Sign and "
+                            "kms:GetPublicKey are used",
+                            "required": ["key_id"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "key_id": {"type": "string", "minLength": 1},
+                                "region": {"type": "string", "minLength": 1},
+                                "endpoint_url": _HTTPS,
+                            },
+                        },
+                        "pkcs11": {
+                            "type": "object",
+                            "description": "a key on a PKCS#11 token (an HSM)",
+                            "required": ["module", "token_label", "key_label", "pin"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "module": {"type": "string", "minLength": 1},
+                                "token_label": {"type": "string", "minLength": 1},
+                                "key_label": {"type": "string", "minLength": 1},
+                                "pin": _SOURCE,
+                            },
+                        },
                         "installation_id": {"type": "integer", "minimum": 1},
                     },
                 },

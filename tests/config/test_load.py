@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger.config.load import load_config
-from exchanger.config.model import Config, GitHubAppConfig
+from exchanger.config.model import Config, GitHubAppConfig, PemKey
 from exchanger.errors import ConfigError
 
 ISSUERS = """\
@@ -375,7 +375,9 @@ def test_a_secret_value_never_appears_in_a_repr(tmp_path: Path) -> None:
     assert registry["from-file"].value == CANARY + "-file"
     assert loaded.github is not None
     assert loaded.github.app is not None
-    assert loaded.github.app.private_key.value == PEM
+    key = loaded.github.app.key
+    assert isinstance(key, PemKey)
+    assert key.source.value == PEM
     for text in (repr(loaded), str(loaded), repr(loaded.secrets), repr(registry["inline"])):
         assert CANARY not in text
         assert PEM_CANARY not in text
@@ -514,7 +516,9 @@ def _read(loaded: Config, what: str) -> object:
     if what == "app_id":
         return _app(loaded).id
     if what == "private_key":
-        return _app(loaded).private_key.value
+        key = _app(loaded).key
+        assert isinstance(key, PemKey)
+        return key.source.value
     if what == "installation_id":
         return _app(loaded).installation_id
     if what == "token":

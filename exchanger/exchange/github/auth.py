@@ -22,6 +22,8 @@ costs one GitHub call in steady state.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,12 +32,12 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
-from joserfc import jwt
 
 from exchanger import metrics
 from exchanger.config.model import GitHubAppConfig
 from exchanger.errors import UpstreamError
 from exchanger.exchange.github.client import GitHubClient
+from exchanger.exchange.github.signers import signer_for, timed
 from exchanger.policy.patterns import ascii_lower
 
 log = logging.getLogger("exchanger.github")
@@ -91,11 +93,11 @@ class AppCredentials:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._app = app
-        assert app.signing_key is not None, "config.load parses the App key"
-        self._key = app.signing_key
+        self.signer = signer_for(app.key)
         self._github = github
         self._clock = clock
         self._jwt: tuple[str, float] | None = None
+        self._signing: asyncio.Future[str] | None = None
         # Per owner (ASCII lower-case): its installation, or "not installed" (org/user only).
         self._installations: TTLCache[str, int] = TTLCache(10_000, FOUND_TTL)
         self._missing: TTLCache[str, bool] = TTLCache(10_000, NOT_FOUND_TTL)
@@ -109,17 +111,41 @@ class AppCredentials:
     def __repr__(self) -> str:
         return f"AppCredentials(app_id={self._app.id})"
 
-    def app_jwt(self) -> str:
-        """The current App JWT, signed anew a minute before the last one expires."""
+    async def app_jwt(self) -> str:
+        """The current App JWT, signed anew a minute before the last one expires.
+
+        Signing may be a network call (KMS, HSM): concurrent callers share one.
+        """
         now = self._clock()
         if self._jwt is not None and self._jwt[1] - JWT_RENEW_BEFORE > now:
             return self._jwt[0]
+        if self._signing is not None:
+            shared: str = await asyncio.shield(self._signing)
+            return shared
+        self._signing = asyncio.get_running_loop().create_future()
+        try:
+            token, exp = await self._sign(now)
+        except BaseException as exc:
+            self._signing.set_exception(exc)
+            self._signing.exception()  # retrieved: an unshared failure is not "never retrieved"
+            raise
+        else:
+            self._jwt = (token, exp)
+            self._signing.set_result(token)
+        finally:
+            self._signing = None
+        return token
+
+    async def _sign(self, now: float) -> tuple[str, float]:
         iat = int(now) - JWT_BACKDATE
         exp = iat + JWT_LIFETIME
         claims = {"iat": iat, "exp": exp, "iss": str(self._app.id)}
-        token = jwt.encode({"alg": "RS256", "typ": "JWT"}, claims, self._key)
-        self._jwt = (token, float(exp))
-        return token
+        signing_input = (
+            f"{_JWT_HEADER}.{_b64url(json.dumps(claims, separators=(',', ':')).encode())}"
+        )
+        signer = self.signer
+        signature = await timed(signer, "sign", lambda: signer.sign(signing_input.encode()))
+        return f"{signing_input}.{_b64url(signature)}", float(exp)
 
     async def installation_id(self, owner: str, repository: str | None = None) -> int:
         """The installation of `owner`'s account: the configured one if it is that account's,
@@ -171,7 +197,7 @@ class AppCredentials:
     async def _read_installation(self, installation: int) -> tuple[bool, str | None]:
         """GET /app/installations/{id}: (exists, its account's login or None)."""
         reply = await self._github.get(
-            f"/app/installations/{installation}", self.app_jwt(), allow_404=True
+            f"/app/installations/{installation}", await self.app_jwt(), allow_404=True
         )
         if reply.status == 404:
             log.error(
@@ -244,7 +270,7 @@ class AppCredentials:
             else [f"/orgs/{owner}/installation", f"/users/{owner}/installation"]
         )
         for path in paths:
-            reply = await self._github.get(path, self.app_jwt(), allow_404=True)
+            reply = await self._github.get(path, await self.app_jwt(), allow_404=True)
             if reply.status == 404:
                 continue
             # Anything but a readable id of this owner's is GitHub's trouble, never "not
@@ -266,7 +292,7 @@ class AppCredentials:
         if repositories is not None:
             body["repositories"] = list(repositories)
         reply = await self._github.post(
-            f"/app/installations/{installation}/access_tokens", self.app_jwt(), body
+            f"/app/installations/{installation}/access_tokens", await self.app_jwt(), body
         )
         return _installation_token(reply.body)
 
@@ -286,6 +312,13 @@ class AppCredentials:
         token = await self.mint(installation, repos, {permission: "write"})
         self._runner_tokens[key] = token
         return token.token
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_JWT_HEADER = _b64url(b'{"alg":"RS256","typ":"JWT"}')
 
 
 def _installation_answer(body: Any) -> tuple[int, str | None]:
