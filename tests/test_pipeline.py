@@ -4,6 +4,7 @@ and the server deciding exactly what `explain` decides."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -190,7 +191,7 @@ _ROUTES = {"secret": "GET", "runner": "POST", "jitconfig": "POST", "installation
 
 
 @settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
