@@ -33,7 +33,7 @@ else
 fi
 BIN=$(dirname "$PY")
 # check_chart.py imports the work tree's exchanger: its dependencies must be there.
-"$PY" -c 'import exchanger.config, exchanger.schema, yaml, jsonschema' 2>/dev/null \
+"$PY" -c 'import exchanger.config.load, exchanger.config.schema, yaml, jsonschema' 2>/dev/null \
   || die "$PY lacks the project's dependencies or its test extra: pip install -e '.[test]'"
 
 step "tools"

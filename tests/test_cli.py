@@ -519,3 +519,11 @@ def test_check_refuses_a_world_open_policy(
     assert (code, out) == (1, "")
     [line] = err.splitlines()
     assert line.startswith(f"{path}:8: policy 'registry-from-main' has no identity anchor: ")
+
+
+def test_check_online_accepts_a_pem_app_key_without_a_network(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "check", "--online", "--config", str(write_config(tmp_path)))
+    assert (code, err) == (0, "")
+    assert ": ok: " in out

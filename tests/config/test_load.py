@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger.config.load import load_config
-from exchanger.config.model import Config, GitHubAppConfig, PemKey
+from exchanger.config.model import Config, GitHubAppConfig, KmsKey, PemKey, Pkcs11Key
 from exchanger.errors import ConfigError
 
 ISSUERS = """\
@@ -1012,3 +1012,73 @@ def test_issuer_timeout_seconds(tmp_path: Path) -> None:
     assert load(tmp_path, ISSUERS).issuers[0].timeout_seconds == 10.0
     bad = ISSUERS.replace("audiences:", "timeout_seconds: 0\n    audiences:")
     assert "timeout_seconds: must be between 0 and 60" in one_problem(tmp_path, bad)
+
+
+def test_github_app_pem_key_under_2048_bits_is_refused(tmp_path: Path) -> None:
+    small = (
+        rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    text = ISSUERS + "github:\n  app:\n    id: 1\n    private_key: {env: K}\n"
+    problem = one_problem(tmp_path, text, {"K": small})
+    assert problem.endswith("github.app.private_key: the key has 1024 bits; at least 2048")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        pytest.param("", "needs exactly one key: private_key, kms or pkcs11", id="none"),
+        pytest.param(
+            "    private_key: {env: K}\n    kms: {key_id: alias/app}\n",
+            "needs exactly one key: private_key, kms or pkcs11",
+            id="two",
+        ),
+        pytest.param(
+            "    kms: {key_id: alias/app, endpoint_url: 'http://kms.local'}\n",
+            "endpoint_url: must be an https:// URL",
+            id="kms-plain-http",
+        ),
+        pytest.param("    kms: {region: eu-west-1}\n", "key_id: required", id="kms-no-key"),
+        pytest.param(
+            "    pkcs11: {module: /lib/x.so, token_label: t, key_label: k}\n",
+            "pin: required",
+            id="pkcs11-no-pin",
+        ),
+        pytest.param(
+            "    pkcs11: {module: /lib/x.so, token_label: t, key_label: k, pin: {env: NOPE}}\n",
+            "environment variable NOPE is not set",
+            id="pkcs11-pin-unset",
+        ),
+    ],
+)
+def test_github_app_key_kinds(tmp_path: Path, key: str, message: str) -> None:
+    text = ISSUERS + "github:\n  app:\n    id: 1\n" + key
+    problem = one_problem(tmp_path, text, {"K": PEM})
+    assert message in problem
+
+
+def test_github_app_kms_and_pkcs11_keys_load_without_contacting_anything(tmp_path: Path) -> None:
+    kms = ISSUERS + "github:\n  app:\n    id: 1\n    kms: {key_id: alias/app, region: eu-west-1}\n"
+    loaded = load_config(write(tmp_path, kms), environ={})
+    assert loaded.github is not None and loaded.github.app is not None
+    assert loaded.github.app.key == KmsKey(key_id="alias/app", region="eu-west-1")
+    pkcs11 = ISSUERS + (
+        "github:\n  app:\n    id: 1\n"
+        "    pkcs11: {module: /lib/x.so, token_label: t, key_label: k, pin: {env: PIN}}\n"
+    )
+    loaded = load_config(write(tmp_path, pkcs11), environ={"PIN": "1234"})
+    assert loaded.github is not None and loaded.github.app is not None
+    key = loaded.github.app.key
+    assert isinstance(key, Pkcs11Key)
+    assert (key.module, key.token_label, key.key_label, key.pin.value) == (
+        "/lib/x.so",
+        "t",
+        "k",
+        "1234",
+    )
+    assert "1234" not in repr(loaded)
