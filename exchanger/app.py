@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchanger import audit, metrics, pipeline
+from exchanger import audit, metrics, pipeline, rfc8693
 from exchanger.config.load import load_config
 from exchanger.config.model import Config
 from exchanger.errors import ExchangerError, MissingToken
@@ -63,6 +63,7 @@ def create_app(config: Config) -> ASGIApp:
             for action in RUNNER_ACTIONS
         ),
         Route("/token", _token, methods=["POST"]),
+        Route(rfc8693.PATH, _token_exchange, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -159,7 +160,17 @@ def error_response(exc: ExchangerError) -> JSONResponse:
 
 async def on_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ExchangerError)
+    if request.url.path == rfc8693.PATH:
+        return oauth_error_response(exc)
     return error_response(exc)
+
+
+def oauth_error_response(exc: ExchangerError) -> JSONResponse:
+    """RFC 6749 §5.2 on the token-exchange route: a refused subject token or target is a 400."""
+    headers = {} if exc.retry_after is None else {"Retry-After": str(max(1, exc.retry_after))}
+    status = 400 if exc.status in (401, 403) else exc.status
+    body = {"error": exc.oauth_error or exc.code, "error_description": exc.message}
+    return JSONResponse(body, status, headers)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -220,3 +231,13 @@ def _runner_endpoint(action: RunnerAction) -> Callable[[Request], Awaitable[Resp
 
 async def _token(request: Request) -> Response:
     return await pipeline.run(request, "token", pipeline.read_installation, pipeline.installation)
+
+
+async def _token_exchange(request: Request) -> Response:
+    return await pipeline.run(
+        request,
+        "oauth2-token",
+        pipeline.read_token_exchange,
+        pipeline.token_exchange,
+        token=pipeline.subject_token,
+    )

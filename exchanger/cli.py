@@ -18,7 +18,6 @@ from exchanger.config.load import load_config
 from exchanger.config.model import Config
 from exchanger.errors import ConfigError, ExchangerError, InvalidRequest
 from exchanger.policy import dryrun
-from exchanger.policy.asks import ask_from_spec
 from exchanger.policy.engine import Engine
 
 USAGE_ERROR = 2
@@ -211,7 +210,7 @@ def _explain(args: argparse.Namespace) -> int:
     identity = dryrun.identity_from_claims(claims)
     kind = next(k for k in ("secret", "runner", "jitconfig", "installation") if getattr(args, k))
     try:
-        ask = ask_from_spec(kind, getattr(args, kind), identity)
+        ask = dryrun.ask_from_spec(kind, getattr(args, kind), identity)
     except InvalidRequest as exc:
         print(f"exchanger: {exc.message}", file=sys.stderr)
         return USAGE_ERROR

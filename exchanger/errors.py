@@ -16,6 +16,8 @@ class ExchangerError(Exception):
     status: int = 500
     code: str = "internal_error"
     default_message: str = "internal error"
+    #: The RFC 6749 §5.2 error code on the token-exchange route (RFC 8693); None: `code`.
+    oauth_error: str | None = None
 
     def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
         self.message = message or self.default_message
@@ -27,12 +29,28 @@ class InvalidRequest(ExchangerError):
     status = 400
     code = "invalid_request"
     default_message = "invalid request"
+    oauth_error = "invalid_request"
+
+
+class InvalidTarget(InvalidRequest):
+    """A token-exchange target (`resource`, `audience`) that names nothing exchangeable."""
+
+    oauth_error = "invalid_target"
+
+
+class InvalidScope(InvalidRequest):
+    oauth_error = "invalid_scope"
+
+
+class UnsupportedGrantType(InvalidRequest):
+    oauth_error = "unsupported_grant_type"
 
 
 class InvalidToken(ExchangerError):
     status = 401
     code = "invalid_token"
     default_message = "invalid token"
+    oauth_error = "invalid_grant"  # the subject token
 
 
 class MissingToken(InvalidToken):
@@ -45,6 +63,7 @@ class AccessDenied(ExchangerError):
     status = 403
     code = "access_denied"
     default_message = "no policy allows this request"
+    oauth_error = "invalid_target"  # RFC 8693 §2.2.2: unwilling to issue for that target
 
 
 class Conflict(ExchangerError):
@@ -57,6 +76,7 @@ class RequestTooLarge(ExchangerError):
     status = 413
     code = "request_too_large"
     default_message = "request body too large"
+    oauth_error = "invalid_request"
 
 
 class RateLimited(ExchangerError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from exchanger import audit, metrics
+from exchanger import audit, metrics, rfc8693
 from exchanger.errors import (
     AccessDenied,
     ExchangerError,
@@ -54,11 +54,34 @@ class Exchange:
 
 #: Reads the ask from the request (path, body, claims); raises InvalidRequest.
 AskReader = Callable[[Request, bytes, Identity], Ask]
+#: Reads the caller's token from the request.
+TokenReader = Callable[[Request, bytes], str]
 #: Performs an allowed exchange.
 Performer = Callable[[Gateway, Ask, Decision], Awaitable[Response]]
 
 
-async def run(request: Request, endpoint: str, read: AskReader, perform: Performer) -> Response:
+def bearer(request: Request, body: bytes) -> str:
+    """The token of the JSON endpoints: `Authorization: Bearer …`."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise MissingToken()
+    return token
+
+
+def subject_token(request: Request, body: bytes) -> str:
+    """The token of the RFC 8693 endpoint: the form's `subject_token`."""
+    return rfc8693.subject_token(body)
+
+
+async def run(
+    request: Request,
+    endpoint: str,
+    read: AskReader,
+    perform: Performer,
+    *,
+    token: TokenReader = bearer,
+) -> Response:
     """Run one exchange and write its audit line, whatever the outcome."""
     started = time.perf_counter()
     runtime: Runtime = request.app.state.runtime
@@ -67,7 +90,7 @@ async def run(request: Request, endpoint: str, read: AskReader, perform: Perform
     status = 500
     try:
         body = await _read_body(request, gateway.config.server.max_body_bytes)
-        ex.identity = await gateway.verifier.verify(_bearer(request))
+        ex.identity = await gateway.verifier.verify(token(request, body))
         await gateway.limits.admit(ex.identity)
         if request.scope["query_string"]:
             raise InvalidRequest("query parameters are not accepted; tokens go in headers")
@@ -148,12 +171,29 @@ async def installation(gateway: Gateway, ask: Ask, decision: Decision) -> Respon
     return JSONResponse(await installation_token(credentials, decision.terms))
 
 
-def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise MissingToken()
-    return token
+def read_token_exchange(request: Request, body: bytes, identity: Identity) -> Ask:
+    return rfc8693.ask_from_form(body)
+
+
+async def token_exchange(gateway: Gateway, ask: Ask, decision: Decision) -> Response:
+    """RFC 8693 §2.2.1: the credential as `access_token`, whatever kind it is."""
+    answer: dict[str, object] = {"issued_token_type": rfc8693.ACCESS_TOKEN}
+    if isinstance(ask, SecretRequest):
+        assert ask.field is not None
+        answer |= {"access_token": static.reveal(gateway.config.secrets, ask)[ask.field]}
+        answer["token_type"] = rfc8693.NOT_APPLICABLE  # a value to use as it is
+    elif isinstance(ask, RunnerRequest):
+        minted = await gateway.require_github().runners.token(ask)
+        answer |= {"access_token": minted["token"], "token_type": rfc8693.NOT_APPLICABLE}
+        answer["expires_in"] = rfc8693.expires_in(minted["expires_at"])
+    else:
+        assert isinstance(decision.terms, InstallationTerms)
+        credentials = gateway.require_github().credentials
+        minted = await installation_token(credentials, decision.terms)
+        answer |= {"access_token": minted["token"], "token_type": "Bearer"}
+        answer["expires_in"] = rfc8693.expires_in(minted["expires_at"])
+        answer["scope"] = rfc8693.granted_scope(minted["permissions"])
+    return JSONResponse(answer)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from exchanger.config.load import load_config
 from exchanger.errors import InvalidRequest
 from exchanger.policy import dryrun
-from exchanger.policy.asks import ask_from_spec
 from exchanger.policy.engine import Engine
 from tests.fakes.github import AppCredentials, FakeGitHub
 from tests.fakes.issuer import FakeIssuer
@@ -211,7 +210,7 @@ def test_server_and_explain_decide_alike(
     if kind == "jitconfig":
         value = {**value, "name": f"differential-{next(_NAMES)}"}
     try:
-        decision = engine.decide(identity, ask_from_spec(kind, value, identity))
+        decision = engine.decide(identity, dryrun.ask_from_spec(kind, value, identity))
     except InvalidRequest:
         expected = {400}
     else:

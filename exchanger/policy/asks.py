@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exchanger.errors import InvalidRequest
-from exchanger.identity.claims import Identity
 from exchanger.policy import permissions
 from exchanger.policy.patterns import ascii_lower, is_text
 
@@ -229,35 +228,3 @@ def runner_request(action: RunnerAction, body: Any, default_scope: str | None) -
         name=data.get("name"),
         work_folder=data.get("work_folder"),
     )
-
-
-#: The request kinds `explain` and `exchanger test` name, as the HTTP API takes them.
-ASK_KINDS = ("secret", "runner", "jitconfig", "installation")
-
-
-def ask_from_spec(kind: str, value: Any, identity: Identity) -> Ask:
-    """An ask written down for a dry run, parsed exactly as its HTTP request would be.
-
-    `secret`: `NAME` or `NAME/FIELD`; `runner`: `ACTION[:SCOPE]`; `jitconfig` and
-    `installation`: the JSON body (an object, or its text).
-    """
-    if kind == "secret":
-        if not isinstance(value, str) or not value:
-            raise InvalidRequest("a secret is named NAME or NAME/FIELD")
-        name, _, field = value.partition("/")
-        return SecretRequest(name=name, field=field or None)
-    if kind == "runner":
-        if not isinstance(value, str):
-            raise InvalidRequest("a runner request is ACTION[:SCOPE]")
-        action, _, scope = value.partition(":")
-        if action not in RUNNER_ACTIONS:
-            raise InvalidRequest(f"runner action must be one of {', '.join(RUNNER_ACTIONS)}")
-        body = {"scope": scope} if scope else {}
-        return runner_request(action, body, identity.text("repository"))
-    if isinstance(value, str):
-        value = parse_body(value.encode("utf-8", "surrogatepass"))
-    if kind == "jitconfig":
-        return runner_request("jitconfig", value, identity.text("repository"))
-    if kind == "installation":
-        return installation_request(value, identity.text("repository_owner"))
-    raise InvalidRequest(f"the request kind must be one of {', '.join(ASK_KINDS)}")

@@ -1,7 +1,7 @@
 """Dry runs of the engine: `explain` for one claims set, `exchanger test` for a case file.
 
 Both decide with `Engine.for_config`, the engine `serve` decides with, and take
-requests as the HTTP API does (`asks.ask_from_spec`), so what they print is
+requests as the HTTP API does (`ask_from_spec`), so what they print is
 what the gateway would answer.
 
 A case file holds the operator's policy unit tests, kept beside the config:
@@ -27,10 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exchanger import rfc8693
 from exchanger.config.yamlsource import YamlError, YList, YMap, load
 from exchanger.errors import InvalidRequest
 from exchanger.identity.claims import Identity
-from exchanger.policy.asks import ASK_KINDS, Ask, ask_from_spec
+from exchanger.policy.asks import (
+    RUNNER_ACTIONS,
+    Ask,
+    SecretRequest,
+    installation_request,
+    parse_body,
+    runner_request,
+)
 from exchanger.policy.engine import Decision, Engine, PolicyTrace
 
 _DECIDERS = {
@@ -178,3 +186,40 @@ def run_cases(engine: Engine, cases: list[Case]) -> Iterator[str]:
                 f"{case.where}: {case.name}: expected policy {case.policy!r} to decide, "
                 f"but {decision.policy_name or 'no policy'!s} did ({decision.reason})"
             )
+
+
+#: The request kinds `explain` and `exchanger test` name, as the HTTP API takes them.
+ASK_KINDS = ("secret", "runner", "jitconfig", "installation", "token_exchange")
+
+
+def ask_from_spec(kind: str, value: Any, identity: Identity) -> Ask:
+    """An ask written down for a dry run, parsed exactly as its HTTP request would be.
+
+    `secret`: `NAME` or `NAME/FIELD`; `runner`: `ACTION[:SCOPE]`; `jitconfig` and
+    `installation`: the JSON body (an object, or its text); `token_exchange`: the
+    RFC 8693 form's target and scope (`resource=…&scope=…`, no subject token).
+    """
+    if kind == "token_exchange":
+        if not isinstance(value, str):
+            raise InvalidRequest("a token exchange is its form: resource=…&scope=…")
+        return rfc8693.ask_from_form(value.encode("utf-8", "surrogatepass"))
+    if kind == "secret":
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest("a secret is named NAME or NAME/FIELD")
+        name, _, field = value.partition("/")
+        return SecretRequest(name=name, field=field or None)
+    if kind == "runner":
+        if not isinstance(value, str):
+            raise InvalidRequest("a runner request is ACTION[:SCOPE]")
+        action, _, scope = value.partition(":")
+        if action not in RUNNER_ACTIONS:
+            raise InvalidRequest(f"runner action must be one of {', '.join(RUNNER_ACTIONS)}")
+        body = {"scope": scope} if scope else {}
+        return runner_request(action, body, identity.text("repository"))
+    if isinstance(value, str):
+        value = parse_body(value.encode("utf-8", "surrogatepass"))
+    if kind == "jitconfig":
+        return runner_request("jitconfig", value, identity.text("repository"))
+    if kind == "installation":
+        return installation_request(value, identity.text("repository_owner"))
+    raise InvalidRequest(f"the request kind must be one of {', '.join(ASK_KINDS)}")

@@ -1065,14 +1065,16 @@ def test_github_app_key_kinds(tmp_path: Path, key: str, message: str) -> None:
 def test_github_app_kms_and_pkcs11_keys_load_without_contacting_anything(tmp_path: Path) -> None:
     kms = ISSUERS + "github:\n  app:\n    id: 1\n    kms: {key_id: alias/app, region: eu-west-1}\n"
     loaded = load_config(write(tmp_path, kms), environ={})
-    assert loaded.github is not None and loaded.github.app is not None
+    assert loaded.github is not None
+    assert loaded.github.app is not None
     assert loaded.github.app.key == KmsKey(key_id="alias/app", region="eu-west-1")
     pkcs11 = ISSUERS + (
         "github:\n  app:\n    id: 1\n"
         "    pkcs11: {module: /lib/x.so, token_label: t, key_label: k, pin: {env: PIN}}\n"
     )
     loaded = load_config(write(tmp_path, pkcs11), environ={"PIN": "1234"})
-    assert loaded.github is not None and loaded.github.app is not None
+    assert loaded.github is not None
+    assert loaded.github.app is not None
     key = loaded.github.app.key
     assert isinstance(key, Pkcs11Key)
     assert (key.module, key.token_label, key.key_label, key.pin.value) == (
