@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--jitconfig", metavar="JSON_BODY", help="a /jitconfig body")
     what.add_argument("--installation", metavar="JSON_BODY", help="a /token body")
+    what.add_argument(
+        "--token-exchange", metavar="FORM", help="an /oauth2/token form's resource=…&scope=…"
+    )
     explain.set_defaults(run=_explain)
 
     test = commands.add_parser("test", help="run policy test cases against the config")
@@ -208,7 +211,7 @@ def _explain(args: argparse.Namespace) -> int:
         print("exchanger: the claims file must hold a JSON object", file=sys.stderr)
         return USAGE_ERROR
     identity = dryrun.identity_from_claims(claims)
-    kind = next(k for k in ("secret", "runner", "jitconfig", "installation") if getattr(args, k))
+    kind = next(k for k in dryrun.ASK_KINDS if getattr(args, k))
     try:
         ask = dryrun.ask_from_spec(kind, getattr(args, kind), identity)
     except InvalidRequest as exc:

@@ -233,3 +233,16 @@ def test_shipped_config_passes_check_strict(capsys: pytest.CaptureFixture[str]) 
         capsys, "check", "--strict", "--config", str(REPO / "policies" / "exchanger.yaml")
     )
     assert (code, err) == (0, "")
+
+
+def test_explain_takes_a_token_exchange_form(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    code, out = explain(
+        capsys, config, "--token-exchange", "resource=urn:exchanger:secret:registry/username"
+    )
+    assert code == 0
+    assert 'request: {"field": "username", "secret": "registry"}' in out
+    code, out = explain(capsys, config, "--token-exchange", "audience=https://github.com/octo-org")
+    assert code == 1
+    assert "the GitHub mode (answered 400)" in out
