@@ -55,6 +55,21 @@ CACHE = Counter(
     ["cache", "result"],
     registry=REGISTRY,
 )
+BROADER_ANSWERS = Counter(
+    "exchanger_broader_answers",
+    "GitHub answers refused for granting more than, or other than, was asked, by kind "
+    "(permission, permission_level, repository, repository_selection, runner_group, "
+    "runner_labels, runner_name, unreadable); what they minted is revoked",
+    ["kind"],
+    registry=REGISTRY,
+)
+REVOCATIONS = Counter(
+    "exchanger_revocations",
+    "Revocations of refused GitHub answers by target (installation_token, jit_runner) "
+    "and result (ok, failed)",
+    ["target", "result"],
+    registry=REGISTRY,
+)
 SIGNER_SECONDS = Histogram(
     "exchanger_signer_duration_seconds",
     "App-key signer calls (sign, public_key) by back-end and outcome (ok, unavailable, refused)",

@@ -58,6 +58,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("post", "/app/installations/{installation_id}/access_tokens"),
     ("get", "/app"),
     ("delete", "/installation/token"),
+    *(("delete", f"{scope}/actions/runners/{{runner_id}}") for scope in _RUNNER_SCOPES),
 )
 
 _PATH_ITEM_SHARED = ("parameters", "servers", "summary", "description")

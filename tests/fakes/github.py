@@ -18,7 +18,9 @@ production. What it does, in request order:
    does not conform;
 6. answers, and validates its own answer against the same description (a mismatch
    is a violation: the fake must not drift from GitHub). Injected faults are sent
-   as given and not validated.
+   as given and not validated. `skew_tokens` and `misplace_runners` make it answer
+   other than asked (a broader token, a runner in another group…), still within the
+   description, and mint exactly what that answer says.
 
 Every response carries GitHub's rate-limit headers and `x-github-request-id`; error
 bodies are `{"message", "documentation_url", "status"}`.
@@ -221,23 +223,46 @@ def _describe_openapi_error(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class AppCredentials:
-    """A GitHub App's identity: its id, client id and RSA-2048 private key."""
+    """A GitHub App's identity: its id, client id and RSA-2048 private key.
+
+    An App built `from_public_key` has no private key here (it lives in a KMS or an HSM):
+    the fake checks its JWTs against `verifying_key`, and signing or a PEM is an error.
+    """
 
     app_id: int
-    private_key: rsa.RSAPrivateKey = field(repr=False)
+    private_key: rsa.RSAPrivateKey | None = field(repr=False)
     client_id: str = "Iv23liFakeGitHubApp0"
     slug: str = "exchanger-test-app"
+    verifying_key: rsa.RSAPublicKey | None = field(default=None, repr=False)
 
     @classmethod
     def generate(cls, app_id: int = 12345, *, slug: str = "exchanger-test-app") -> AppCredentials:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        client_id = "Iv23li" + "".join(secrets.choice(_ALNUM) for _ in range(14))
-        return cls(app_id=app_id, private_key=key, client_id=client_id, slug=slug)
+        return cls(app_id=app_id, private_key=key, client_id=_client_id(), slug=slug)
+
+    @classmethod
+    def from_public_key(
+        cls, app_id: int, public_key: rsa.RSAPublicKey, *, slug: str = "exchanger-test-app"
+    ) -> AppCredentials:
+        """An App whose private key is kept elsewhere; GitHub knows its public half."""
+        return cls(
+            app_id=app_id,
+            private_key=None,
+            client_id=_client_id(),
+            slug=slug,
+            verifying_key=public_key,
+        )
+
+    @property
+    def signing_key(self) -> rsa.RSAPrivateKey:
+        if self.private_key is None:
+            raise ValueError(f"App {self.app_id}'s private key is not in this process")
+        return self.private_key
 
     @property
     def pem_pkcs1(self) -> str:
         """The key as GitHub hands it out (`-----BEGIN RSA PRIVATE KEY-----`)."""
-        return self.private_key.private_bytes(
+        return self.signing_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
@@ -245,7 +270,7 @@ class AppCredentials:
 
     @property
     def pem_pkcs8(self) -> str:
-        return self.private_key.private_bytes(
+        return self.signing_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -253,7 +278,9 @@ class AppCredentials:
 
     @property
     def public_key(self) -> rsa.RSAPublicKey:
-        return self.private_key.public_key()
+        if self.verifying_key is not None:
+            return self.verifying_key
+        return self.signing_key.public_key()
 
     def jwt(
         self,
@@ -274,7 +301,7 @@ class AppCredentials:
             **(extra_claims or {}),
         }
         signing = RSAKey.import_key(
-            (key or self.private_key)
+            (key or self.signing_key)
             .private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
@@ -283,6 +310,10 @@ class AppCredentials:
             .decode()
         )
         return jwt.encode({"alg": "RS256", "typ": "JWT"}, claims, signing, algorithms=["RS256"])
+
+
+def _client_id() -> str:
+    return "Iv23li" + "".join(secrets.choice(_ALNUM) for _ in range(14))
 
 
 @dataclass(frozen=True)
@@ -340,6 +371,18 @@ class _Fault:
         if self.operation is not None:
             return self.operation == operation
         return self.pattern is not None and self.pattern.search(path) is not None
+
+
+@dataclass
+class _Skew:
+    """An answer other than asked for the next `remaining` requests (None: all, until reset)."""
+
+    remaining: int | None
+    permissions: dict[str, str | None] = field(default_factory=dict)
+    repositories: tuple[str, ...] = ()
+    selection_all: bool = False
+    group_id: int | None = None
+    labels: tuple[str, ...] | None = None
 
 
 class _DroppedConnection(Exception):
@@ -490,6 +533,12 @@ _RUNNER_OPERATION_IDS = {
     ("enterprise", "generate-jitconfig"): "actions/generate-runner-jitconfig-for-enterprise",
 }
 
+_DELETE_RUNNER_OPERATION_IDS = {
+    "repo": "actions/delete-self-hosted-runner-from-repo",
+    "org": "actions/delete-self-hosted-runner-from-org",
+    "enterprise": "enterprise-admin/delete-self-hosted-runner-from-enterprise",
+}
+
 
 def _routes_table() -> list[tuple[str, str, _Op]]:
     """(method, path template, operation) for every endpoint the fake serves."""
@@ -509,6 +558,8 @@ def _routes_table() -> list[tuple[str, str, _Op]]:
                 perms,
             )
             table.append(("POST", f"{base}/actions/runners/{action}", op))
+        delete = _Op(_DELETE_RUNNER_OPERATION_IDS[scope], auth, "core", "_delete_runner", perms)
+        table.append(("DELETE", f"{base}/actions/runners/{{runner_id}}", delete))
     table += [
         (
             "GET",
@@ -624,6 +675,9 @@ class FakeGitHub:
         self._runner_names: dict[str, set[str]] = {}
         self._runners: list[dict[str, Any]] = []
         self._next_runner_id = 23
+        self._token_skews: list[_Skew] = []
+        self._runner_skews: list[_Skew] = []
+        self._revocations: list[str] = []
         self._expiry_flip = False
         self._used: dict[str, int] = {}
         self._window_start = time.time()
@@ -664,8 +718,21 @@ class FakeGitHub:
         with self._lock:
             return [dict(r) for r in self._runners]
 
+    @property
+    def installation_tokens(self) -> list[str]:
+        """Every installation token minted so far, oldest first."""
+        with self._lock:
+            return list(self._grants)
+
+    @property
+    def revocations(self) -> list[str]:
+        """The tokens revoked through `DELETE /installation/token`, oldest first."""
+        with self._lock:
+            return list(self._revocations)
+
     def reset(self) -> None:
-        """Forget requests, violations and faults, undo `advance_clock`, wake delayed requests.
+        """Forget requests, violations, faults and answer switches (`skew_tokens`,
+        `misplace_runners`), undo `advance_clock`, wake delayed requests.
 
         Minted tokens, JIT runner names and the configuration stay as they are.
         """
@@ -674,6 +741,8 @@ class FakeGitHub:
             self._requests.clear()
             self._violations.clear()
             self._faults.clear()
+            self._token_skews.clear()
+            self._runner_skews.clear()
             self._wake_generation += 1
 
     def now(self) -> float:
@@ -761,6 +830,46 @@ class FakeGitHub:
         """
         self._add_fault(_Fault("reset", *self._target(target), times))
 
+    def skew_tokens(
+        self,
+        *,
+        permissions: Mapping[str, str | None] | None = None,
+        repositories: Sequence[str] = (),
+        selection_all: bool = False,
+        times: int | None = 1,
+    ) -> None:
+        """Answer the next `times` token requests (None: all) other than asked, and mint so.
+
+        A misbehaving GitHub: `permissions` are set on top of what was asked (a level of None
+        drops that permission: a narrower answer), `repositories` (bare names of the
+        installation's account, or `owner/name` of any) are added to the listed ones, and
+        `selection_all` answers `repository_selection: all` with no list. The token really
+        grants what the answer says. reset() removes the switch.
+        """
+        skew = _Skew(
+            times,
+            permissions=dict(permissions or {}),
+            repositories=tuple(repositories),
+            selection_all=selection_all,
+        )
+        self._add_skew(self._token_skews, skew)
+
+    def misplace_runners(
+        self,
+        *,
+        group_id: int | None = None,
+        labels: Sequence[str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Create the next `times` JIT runners (None: all) elsewhere than asked.
+
+        The runner lands in runner group `group_id` and/or carries the custom `labels` instead
+        of the requested ones (`self-hosted` stays, read-only), and the answer says so.
+        reset() removes the switch.
+        """
+        skew = _Skew(times, group_id=group_id, labels=None if labels is None else tuple(labels))
+        self._add_skew(self._runner_skews, skew)
+
     def describe_token(self, token: str) -> dict[str, Any] | None:
         """What an installation token minted by this fake grants (None: not one of ours)."""
         with self._lock:
@@ -783,7 +892,7 @@ class FakeGitHub:
     def minted_secrets(self) -> list[str]:
         """Every credential the fake knows or handed out: PAT, App key PEMs, tokens, JIT blobs."""
         known = [self.pat] if self.pat else []
-        if self.app_credentials is not None:
+        if self.app_credentials is not None and self.app_credentials.private_key is not None:
             known += [self.app_credentials.pem_pkcs1, self.app_credentials.pem_pkcs8]
         with self._lock:
             return known + list(self._minted)
@@ -800,6 +909,24 @@ class FakeGitHub:
             raise ValueError("times must be at least 1 (or None for always)")
         with self._lock:
             self._faults.append(fault)
+
+    def _add_skew(self, switches: list[_Skew], skew: _Skew) -> None:
+        if skew.remaining is not None and skew.remaining < 1:
+            raise ValueError("times must be at least 1 (or None for always)")
+        with self._lock:
+            switches.append(skew)
+
+    def _take_skew(self, switches: list[_Skew]) -> _Skew | None:
+        """The oldest answer switch of this kind, used once."""
+        with self._lock:
+            if not switches:
+                return None
+            skew = switches[0]
+            if skew.remaining is not None:
+                skew.remaining -= 1
+                if skew.remaining == 0:
+                    switches.pop(0)
+            return skew
 
     def _take_faults(self, operation: str | None, path: str) -> tuple[_Fault | None, _Fault | None]:
         """The first matching delay, and the first matching fail/reset; each used once."""
@@ -1393,22 +1520,21 @@ class FakeGitHub:
             return self._error(
                 409, f"Already exists - A runner with the name {name} already exists.", op
             )
-        label_objects = [{"id": 1, "name": "self-hosted", "type": "read-only"}]
-        label_objects += [
-            {"id": 100 + i, "name": label, "type": "custom"}
-            for i, label in enumerate(labels)
-            if label.lower() != "self-hosted"
-        ]
+        skew = self._take_skew(self._runner_skews)
+        if skew is not None and skew.labels is not None:
+            labels = list(skew.labels)
         runner = {
             "id": runner_id,
             "name": name,
             "os": "unknown",
             "status": "offline",
             "busy": False,
-            "labels": label_objects,
+            "labels": _runner_labels(labels),
             "runner_group_id": group_id,
             "ephemeral": True,
         }
+        if skew is not None and skew.group_id is not None:
+            runner["runner_group_id"] = skew.group_id
         work_folder = body.get("work_folder", "_work")
         config = self._mint(
             self._jit_blob(
@@ -1577,6 +1703,9 @@ class FakeGitHub:
         fmt = {"enabled": "stateless", "disabled": "classic"}.get(
             request.headers.get("x-github-stateless-s2s-token", ""), self.token_format
         )
+        skew = self._take_skew(self._token_skews)
+        if skew is not None:
+            requested, names = _skewed(skew, requested, names)
         selection = "all" if names is None else "selected"
         if fmt == "stateless":
             token = self._stateless_token(
@@ -1613,7 +1742,9 @@ class FakeGitHub:
             "repository_selection": selection,
         }
         if names is not None:
-            out["repositories"] = [self._repository(request, login, n) for n in names]
+            out["repositories"] = [
+                self._repository(request, *_owner_and_name(login, n)) for n in names
+            ]
         return self._json(201, out)
 
     def _installation_login(self, installation_id: int) -> str | None:
@@ -1674,9 +1805,64 @@ class FakeGitHub:
         self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
     ) -> Response:
         assert caller.grant is not None  # _authorize let only installation tokens through
+        token = request.headers["authorization"].strip().partition(" ")[2].strip()
         with self._lock:
             caller.grant.revoked = True
+            self._revocations.append(token)
         return Response(status_code=204)
+
+    async def _delete_runner(
+        self, request: Request, op: _Op, params: dict[str, str], body: Any, caller: _Caller
+    ) -> Response:
+        """Remove a runner of this scope: it is gone from `runners` and its name is free."""
+        kind, scope = self._runner_scope(params)
+        key = f"{kind}:{scope}"
+        runner_id = int(params["runner_id"])
+        with self._lock:
+            found = next(
+                (r for r in self._runners if r["scope"] == key and r["runner"]["id"] == runner_id),
+                None,
+            )
+            if found is not None:
+                self._runners.remove(found)
+                self._runner_names.get(key, set()).discard(found["runner"]["name"].lower())
+        if found is None:
+            return self._error(404, "Not Found", op)
+        return Response(status_code=204)
+
+
+def _runner_labels(labels: Sequence[str]) -> list[dict[str, Any]]:
+    """A new runner's labels: GitHub's read-only `self-hosted`, then the custom ones."""
+    objects: list[dict[str, Any]] = [{"id": 1, "name": "self-hosted", "type": "read-only"}]
+    objects += [
+        {"id": 100 + i, "name": label, "type": "custom"}
+        for i, label in enumerate(labels)
+        if label.lower() != "self-hosted"
+    ]
+    return objects
+
+
+def _skewed(
+    skew: _Skew, permissions: dict[str, str], names: list[str] | None
+) -> tuple[dict[str, str], list[str] | None]:
+    """What a token answer switched by `skew_tokens` grants instead of what was asked."""
+    changed = dict(permissions)
+    for name, level in skew.permissions.items():
+        if level is None:
+            changed.pop(name, None)
+        else:
+            changed[name] = level
+    if skew.selection_all:
+        return changed, None
+    if skew.repositories:
+        names = list(dict.fromkeys([*(names or []), *skew.repositories]))
+    return changed, names
+
+
+def _owner_and_name(login: str, name: str) -> tuple[str, str]:
+    """`owner/name` as it is, a bare name as one of `login`'s repositories."""
+    owner, _, bare = name.rpartition("/")
+    return owner or login, bare
 
 
 def _with_default_group(

@@ -768,6 +768,10 @@ ENT_REG = "/enterprises/megacorp/actions/runners/registration-token"
         ("none", "GET", "/app", 401, "Requires authentication"),
         ("bearer-pat", "DELETE", "/installation/token", 401, "Bad credentials"),
         ("app-jwt", "DELETE", "/installation/token", 401, "Bad credentials"),
+        ("app-jwt", "DELETE", f"/orgs/{ORG}/actions/runners/5", 403, NOT_ACCESSIBLE),
+        ("app-jwt", "DELETE", "/enterprises/megacorp/actions/runners/5", 403, NOT_ACCESSIBLE),
+        ("none", "DELETE", f"/repos/{ORG}/web/actions/runners/5", 401, "Requires authentication"),
+        ("bearer-pat", "DELETE", f"/orgs/{ORG}/actions/runners/999999", 404, "Not Found"),
     ],
 )
 def test_who_may_call_what(
@@ -804,6 +808,15 @@ INSTALLATION_TOKEN_CASES = [
     ({}, "POST", f"/repos/{ORG}/web/actions/runners/registration-token", 201),
     ({}, "POST", f"/repos/{ORG}/web/actions/runners/generate-jitconfig", 201),
     ({}, "POST", f"/orgs/{ORG}/actions/runners/remove-token", 201),
+    ({}, "DELETE", f"/orgs/{ORG}/actions/runners/999999", 404),
+    ({}, "DELETE", "/orgs/other/actions/runners/999999", 404),
+    ({}, "DELETE", "/enterprises/megacorp/actions/runners/999999", 403),
+    (
+        {"permissions": {"contents": "read"}},
+        "DELETE",
+        f"/repos/{ORG}/web/actions/runners/999999",
+        403,
+    ),
     ({}, "GET", f"/orgs/{ORG}/actions/runner-groups", 200),
     ({}, "POST", "/enterprises/megacorp/actions/runners/registration-token", 403),
     ({}, "POST", "/enterprises/megacorp/actions/runners/generate-jitconfig", 403),
@@ -913,6 +926,167 @@ def test_expired_and_revoked_installation_tokens(
     assert_github_error(gh.delete("/installation/token", headers=bearer(revoked)), 401)
     assert not fake.token_is_active(revoked)
     assert fake.token_is_active(expiring)
+    assert fake.violations == []
+
+
+def test_revocations_are_recorded_with_the_very_token(
+    gh: httpx.Client, fake: FakeGitHub, app_creds: AppCredentials
+) -> None:
+    kept = mint(gh, app_creds)["token"]
+    revoked = mint(gh, app_creds)["token"]
+    before = fake.revocations
+
+    assert gh.delete("/installation/token", headers=bearer(revoked)).status_code == 204
+
+    assert fake.revocations == [*before, revoked]
+    assert fake.installation_tokens[-2:] == [kept, revoked]
+    (record,) = [r for r in fake.requests if r.method == "DELETE"]
+    assert record.operation == "apps/revoke-installation-access-token"
+    assert record.headers["authorization"] == "Bearer <installation-token>"
+    assert fake.violations == []
+
+
+# ------------------------------------------------------------- answers other than asked
+
+ASKED = {"repositories": ["web"], "permissions": {"contents": "read", "issues": "write"}}
+
+
+@pytest.mark.parametrize(
+    ("switch", "permissions", "repositories", "selection"),
+    [
+        pytest.param(
+            {"permissions": {"administration": "write"}},
+            {"contents": "read", "issues": "write", "administration": "write"},
+            ["acme/web"], "selected", id="extra-permission",
+        ),
+        pytest.param(
+            {"permissions": {"contents": "write"}},
+            {"contents": "write", "issues": "write"}, ["acme/web"], "selected", id="higher-level",
+        ),
+        pytest.param(
+            {"permissions": {"issues": None}},
+            {"contents": "read"}, ["acme/web"], "selected", id="dropped-permission",
+        ),
+        pytest.param(
+            {"repositories": ["api", "partner-org/secret"]},
+            {"contents": "read", "issues": "write"},
+            ["acme/web", "acme/api", "partner-org/secret"], "selected", id="extra-repositories",
+        ),
+        pytest.param(
+            {"selection_all": True},
+            {"contents": "read", "issues": "write"}, None, "all", id="selection-all",
+        ),
+    ],
+)  # fmt: skip
+def test_skewed_tokens_grant_what_the_answer_says(
+    gh: httpx.Client,
+    fake: FakeGitHub,
+    app_creds: AppCredentials,
+    switch: dict[str, Any],
+    permissions: dict[str, str],
+    repositories: list[str] | None,
+    selection: str,
+) -> None:
+    fake.skew_tokens(**switch)
+    skewed = mint(gh, app_creds, 77, ASKED)
+    normal = mint(gh, app_creds, 77, ASKED)  # times=1: the next answer is as asked
+
+    assert skewed["permissions"] == permissions
+    assert skewed["repository_selection"] == selection
+    listed = skewed.get("repositories")
+    assert (None if listed is None else [r["full_name"] for r in listed]) == repositories
+    granted = fake.describe_token(skewed["token"])
+    assert granted is not None
+    assert granted["permissions"] == permissions
+    if repositories is None:
+        assert granted["repositories"] is None
+    assert normal["permissions"] == ASKED["permissions"]
+    assert [r["full_name"] for r in normal["repositories"]] == ["acme/web"]
+    assert fake.violations == []  # a skewed answer is still within GitHub's description
+
+
+def test_skewed_tokens_times_and_reset(
+    gh: httpx.Client, fake: FakeGitHub, app_creds: AppCredentials
+) -> None:
+    fake.skew_tokens(permissions={"actions": "write"}, times=None)
+    assert all("actions" in mint(gh, app_creds, 77, ASKED)["permissions"] for _ in range(3))
+    fake.reset()
+    assert "actions" not in mint(gh, app_creds, 77, ASKED)["permissions"]
+    with pytest.raises(ValueError, match="at least 1"):
+        fake.skew_tokens(selection_all=True, times=0)
+
+
+@pytest.mark.parametrize(
+    ("switch", "group", "labels"),
+    [
+        pytest.param({"group_id": 3}, 3, ["self-hosted", "linux"], id="other-group"),
+        pytest.param({"labels": ["gpu"]}, 2, ["self-hosted", "gpu"], id="other-labels"),
+    ],
+)
+def test_misplaced_runners_land_where_the_answer_says(
+    gh: httpx.Client, fake: FakeGitHub, switch: dict[str, Any], group: int, labels: list[str]
+) -> None:
+    fake.misplace_runners(**switch)
+    body = {"name": unique(), "runner_group_id": 2, "labels": ["linux"]}
+    misplaced = gh.post(JIT, json=body, headers=pat())
+    normal = gh.post(JIT, json={**body, "name": unique()}, headers=pat())
+
+    assert misplaced.status_code == normal.status_code == 201
+    runner = misplaced.json()["runner"]
+    assert runner["runner_group_id"] == group
+    assert [label["name"] for label in runner["labels"]] == labels
+    (recorded,) = [r["runner"] for r in fake.runners if r["runner"]["id"] == runner["id"]]
+    assert recorded == runner
+    assert normal.json()["runner"]["runner_group_id"] == 2
+    assert [label["name"] for label in normal.json()["runner"]["labels"]] == [
+        "self-hosted",
+        "linux",
+    ]
+    assert fake.violations == []
+
+
+@pytest.mark.parametrize("scope", list(RUNNER_BASES))
+def test_deleted_runner_is_gone_and_its_name_free(
+    gh: httpx.Client, fake: FakeGitHub, scope: str
+) -> None:
+    base = RUNNER_BASES[scope]
+    body = {"name": unique(), "runner_group_id": 1, "labels": ["linux"]}
+    runner_id = gh.post(
+        f"{base}/actions/runners/generate-jitconfig", json=body, headers=pat()
+    ).json()["runner"]["id"]
+
+    deleted = gh.delete(f"{base}/actions/runners/{runner_id}", headers=pat())
+    again = gh.delete(f"{base}/actions/runners/{runner_id}", headers=pat())
+    recreated = gh.post(f"{base}/actions/runners/generate-jitconfig", json=body, headers=pat())
+
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    assert_github_error(again, 404, "Not Found")
+    assert recreated.status_code == 201  # the name is free again
+    assert runner_id not in [r["runner"]["id"] for r in fake.runners]
+    assert [r.operation for r in fake.requests if r.method == "DELETE"] == [
+        fake_operation(scope),
+        fake_operation(scope),
+    ]
+    assert fake.violations == []
+
+
+def fake_operation(scope: str) -> str:
+    return {
+        "repo": "actions/delete-self-hosted-runner-from-repo",
+        "org": "actions/delete-self-hosted-runner-from-org",
+        "enterprise": "enterprise-admin/delete-self-hosted-runner-from-enterprise",
+    }[scope]
+
+
+def test_a_runner_is_deleted_only_in_its_own_scope(gh: httpx.Client, fake: FakeGitHub) -> None:
+    body = {"name": unique(), "runner_group_id": 1, "labels": ["linux"]}
+    runner_id = gh.post(JIT, json=body, headers=pat()).json()["runner"]["id"]
+
+    elsewhere = gh.delete(f"/repos/{ORG}/web/actions/runners/{runner_id}", headers=pat())
+
+    assert_github_error(elsewhere, 404, "Not Found")
+    assert runner_id in [r["runner"]["id"] for r in fake.runners]
     assert fake.violations == []
 
 
@@ -1239,6 +1413,10 @@ def test_every_canned_response_validates(
                 headers=pat(),
             )
             assert jit.status_code == expected
+            if expected == 201:
+                runner = f"{base}/actions/runners/{jit.json()['runner']['id']}"
+        for expected in (204, 404):
+            assert gh.delete(runner, headers=pat()).status_code == expected
     jwt = app_jwt(app_creds)
     calls = [
         ("GET", f"/orgs/{ORG}/actions/runner-groups", pat(), None),
@@ -1283,7 +1461,7 @@ def test_spec_subset_is_small_cached_and_fast_to_load() -> None:
     assert elapsed < 1.0
     assert 50_000 < SPEC_PATH.stat().st_size < 200_000
     assert raw["info"]["version"] == "23.0.2"
-    assert len(openapi_spec().operations) == 17
+    assert len(openapi_spec().operations) == 20
     readme = (SPEC_PATH.parent / "README.md").read_text(encoding="utf-8")
     assert "MIT" in readme
     assert "23.0.2" in readme

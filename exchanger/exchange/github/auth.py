@@ -26,7 +26,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -35,7 +35,7 @@ from cachetools import TTLCache
 
 from exchanger import metrics
 from exchanger.config.model import GitHubAppConfig
-from exchanger.errors import UpstreamError
+from exchanger.errors import ExchangerError, UpstreamError
 from exchanger.exchange.github.client import GitHubClient
 from exchanger.exchange.github.signers import signer_for, timed
 from exchanger.policy.patterns import ascii_lower
@@ -73,11 +73,14 @@ class TokenCredentials:
 
 @dataclass(frozen=True, slots=True)
 class InstallationToken:
+    """A minted installation token and what GitHub says it grants, read but not yet judged."""
+
     token: str
     expires_at: str
     expires_epoch: float
-    permissions: Mapping[str, str]
-    repositories: tuple[str, ...] | None  # full names; None when all
+    permissions: Mapping[str, str]  # as GitHub states them
+    repositories: tuple[str, ...] | None  # full names; None when GitHub lists none
+    repository_selection: str | None = None  # "all" or "selected"; None when not stated
 
     def __repr__(self) -> str:
         return f"InstallationToken(<redacted>, expires_at={self.expires_at!r})"
@@ -287,14 +290,52 @@ class AppCredentials:
         repositories: tuple[str, ...] | None,
         permissions: Mapping[str, str],
     ) -> InstallationToken:
-        """A new installation token limited to `repositories` (bare names) and `permissions`."""
+        """A new installation token limited to `repositories` (bare names) and `permissions`.
+
+        An answer that carries a token but cannot be read in full is refused and the token
+        revoked at once; comparing a readable answer with what was asked is the caller's part.
+        """
         body: dict[str, Any] = {"permissions": dict(permissions)}
         if repositories is not None:
             body["repositories"] = list(repositories)
         reply = await self._github.post(
             f"/app/installations/{installation}/access_tokens", await self.app_jwt(), body
         )
-        return _installation_token(reply.body)
+        try:
+            return _installation_token(reply.body)
+        except UpstreamError as exc:
+            token = reply.body.get("token") if isinstance(reply.body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise
+            why = f"installation {installation}: {exc.message}"
+            revoked = await self.revoke(token, why, ("unreadable",))
+            outcome = "it was revoked" if revoked else "revoking it failed"
+            raise UpstreamError(f"{exc.message}; {outcome}") from None
+
+    async def revoke(self, token: str, why: str, kinds: Iterable[str]) -> bool:
+        """Revoke at once an installation token GitHub answered other than asked.
+
+        `DELETE /installation/token`, authenticated with the token itself (GitHub answers
+        204). One log line says `why` (never the token) and whether it worked; each of
+        `kinds` counts once in `exchanger_broader_answers_total`. True when GitHub confirmed.
+        """
+        why = why.replace(token, "[redacted]")
+        for kind in sorted(set(kinds)):
+            metrics.BROADER_ANSWERS.labels(kind).inc()
+        try:
+            await self._github.delete("/installation/token", token)
+        except ExchangerError as exc:
+            metrics.REVOCATIONS.labels("installation_token", "failed").inc()
+            log.error(
+                "refused GitHub's installation token (%s); revoking it failed (%s): it stays "
+                "valid until it expires",
+                why,
+                exc.message,
+            )
+            return False
+        metrics.REVOCATIONS.labels("installation_token", "ok").inc()
+        log.warning("refused GitHub's installation token (%s); revoked it", why)
+        return True
 
     async def for_runners(self, owner: str, repository: str | None) -> str:
         """An installation token that may manage runners of this repository or org."""
@@ -333,22 +374,36 @@ def _installation_answer(body: Any) -> tuple[int, str | None]:
 
 
 def _installation_token(body: Any) -> InstallationToken:
+    """GitHub's token answer, read in full: what cannot be read cannot be checked (502)."""
     if not isinstance(body, dict):
         raise UpstreamError("GitHub's token answer is not an object")
     token, expires_at = body.get("token"), body.get("expires_at")
     if not isinstance(token, str) or not isinstance(expires_at, str):
         raise UpstreamError("GitHub's token answer lacks token or expires_at")
     permissions = body.get("permissions")
+    if not isinstance(permissions, dict) or not all(
+        isinstance(level, str) for level in permissions.values()
+    ):
+        raise UpstreamError("GitHub's token answer does not state its permissions")
+    selection = body.get("repository_selection")
+    if selection not in (None, "all", "selected"):
+        raise UpstreamError("GitHub's token answer has an unknown repository_selection")
     repos = body.get("repositories")
     names = None
-    if isinstance(repos, list):
-        names = tuple(r["full_name"] for r in repos if isinstance(r, dict) and "full_name" in r)
+    if repos is not None:
+        if not isinstance(repos, list):
+            raise UpstreamError("GitHub's token answer lists its repositories unreadably")
+        full = [r.get("full_name") if isinstance(r, dict) else None for r in repos]
+        if not all(isinstance(name, str) and "/" in name for name in full):
+            raise UpstreamError("GitHub's token answer lists a repository without a full name")
+        names = tuple(str(name) for name in full)
     return InstallationToken(
         token=token,
         expires_at=expires_at,
         expires_epoch=parse_timestamp(expires_at),
-        permissions=permissions if isinstance(permissions, dict) else {},
+        permissions=dict(permissions),
         repositories=names,
+        repository_selection=selection,
     )
 
 

@@ -73,6 +73,10 @@ class GitHubClient:
         """POST once: whatever it may have minted must not be minted twice."""
         return await self._send("POST", path, credential, body)
 
+    async def delete(self, path: str, credential: str) -> Reply:
+        """DELETE once (GitHub answers 204): revoke a token, remove a runner."""
+        return await self._send("DELETE", path, credential, None)
+
     async def get(self, path: str, credential: str, *, allow_404: bool = False) -> Reply:
         """GET, retried once with jitter after a transport error or a 5xx."""
         try:

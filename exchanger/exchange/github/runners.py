@@ -3,20 +3,28 @@
 Scopes map to GitHub's three runner levels: `owner/name` → `/repos/…`,
 `owner` → `/orgs/…`, `enterprise:slug` → `/enterprises/…`. GitHub Apps cannot
 manage enterprise runners: the policy engine refuses that (400) before anything here.
+
+GitHub's answers are checked: a token and its `expires_at` must be there and readable; a JIT
+runner must carry the requested name, sit in the requested group (when GitHub states it) and
+carry the requested labels (names, ignoring case; the read-only labels GitHub assigns on its
+own, such as `self-hosted`, are not asked for and not held against it). A runner that is not
+what was asked is deleted at once with the same credential, and the caller gets 502.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cachetools import TTLCache
 
 from exchanger import metrics
-from exchanger.errors import AccessDenied, UpstreamError
-from exchanger.exchange.github.auth import Credentials
+from exchanger.errors import AccessDenied, ExchangerError, UpstreamError
+from exchanger.exchange.github.auth import Credentials, parse_timestamp
 from exchanger.exchange.github.client import GitHubClient
 from exchanger.policy.asks import ENTERPRISE_PREFIX, RunnerRequest, scope_kind
 from exchanger.policy.engine import RunnerTerms
@@ -25,6 +33,9 @@ DEFAULT_GROUP_ID = 1
 GROUPS_TTL = 300.0
 MAX_GROUP_PAGES = 50
 _TOKEN_PATH = {"register": "registration-token", "remove": "remove-token"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+
+log = logging.getLogger("exchanger.github")
 
 
 def scope_path(scope: str) -> str:
@@ -66,6 +77,7 @@ class Runners:
             isinstance(body.get(k), str) for k in ("token", "expires_at")
         ):
             raise UpstreamError("GitHub's runner token answer lacks token or expires_at")
+        parse_timestamp(body["expires_at"])  # unreadable: GitHub's trouble, never the caller's
         return {"token": body["token"], "expires_at": body["expires_at"]}
 
     async def jitconfig(self, request: RunnerRequest, terms: RunnerTerms) -> dict[str, Any]:
@@ -89,13 +101,54 @@ class Runners:
         )
         answer = reply.body
         runner = answer.get("runner") if isinstance(answer, dict) else None
+        runner_id = runner.get("id") if isinstance(runner, dict) else None
+        if not isinstance(runner, dict) or not _is_int(runner_id):
+            # Without its id the runner cannot even be found again: nothing to delete.
+            raise UpstreamError("GitHub's JIT answer names no runner id")
+        assert isinstance(runner_id, int)
         encoded = answer.get("encoded_jit_config") if isinstance(answer, dict) else None
-        if not isinstance(runner, dict) or not isinstance(encoded, str):
-            raise UpstreamError("GitHub's JIT answer lacks runner or encoded_jit_config")
-        return {
-            "runner": {"id": runner.get("id"), "name": runner.get("name")},
-            "encoded_jit_config": encoded,
-        }
+        mismatches = _jit_mismatches(runner, encoded, name, group_id, terms.labels)
+        if mismatches:
+            secret = encoded if isinstance(encoded, str) else None
+            raise await self._refuse(request.scope, runner_id, bearer, mismatches, secret)
+        return {"runner": {"id": runner_id, "name": name}, "encoded_jit_config": encoded}
+
+    async def _refuse(
+        self,
+        scope: str,
+        runner_id: int,
+        bearer: str,
+        mismatches: Sequence[tuple[str, str]],
+        secret: str | None,
+    ) -> UpstreamError:
+        """Delete a JIT runner that is not what was asked; the caller's error (502).
+
+        One log line (never the JIT config) says why and whether the deletion worked.
+        """
+        summary = "; ".join(words for _, words in mismatches)
+        if secret:
+            summary = summary.replace(secret, "[redacted]")
+        for kind in sorted({kind for kind, _ in mismatches}):
+            metrics.BROADER_ANSWERS.labels(kind).inc()
+        try:
+            await self._github.delete(f"{scope_path(scope)}/{runner_id}", bearer)
+        except ExchangerError as exc:
+            metrics.REVOCATIONS.labels("jit_runner", "failed").inc()
+            log.error(
+                "refused GitHub's JIT runner %d of %s (%s); deleting it failed (%s)",
+                runner_id,
+                scope,
+                summary,
+                exc.message,
+            )
+            outcome = "deleting it failed"
+        else:
+            metrics.REVOCATIONS.labels("jit_runner", "ok").inc()
+            log.warning(
+                "refused GitHub's JIT runner %d of %s (%s); deleted it", runner_id, scope, summary
+            )
+            outcome = "it was deleted"
+        return UpstreamError(f"GitHub's JIT runner is not what was asked ({summary}); {outcome}")
 
     async def _group_id(self, scope: str, name: str, bearer: str) -> int:
         groups = self._groups.get(scope)
@@ -126,3 +179,65 @@ class Runners:
             if 'rel="next"' not in reply.headers.get("link", ""):
                 break
         return groups
+
+
+def _jit_mismatches(
+    runner: dict[str, Any],
+    encoded: object,
+    name: str,
+    group_id: int,
+    labels: Sequence[str],
+) -> list[tuple[str, str]]:
+    """How GitHub's JIT runner differs from the one asked for: (metrics kind, words) pairs."""
+    found: list[tuple[str, str]] = []
+    if not isinstance(encoded, str) or not encoded:
+        found.append(("unreadable", "no encoded_jit_config"))
+    got_name = runner.get("name")
+    if not isinstance(got_name, str):
+        found.append(("unreadable", "a runner without a name"))
+    elif got_name != name:
+        found.append(("runner_name", f"runner {_shown(got_name)} where {name!r} was asked"))
+    got_group = runner.get("runner_group_id", group_id)  # optional in GitHub's schema
+    if not _is_int(got_group):
+        found.append(("unreadable", "a runner group id that is not a number"))
+    elif got_group != group_id:
+        found.append(("runner_group", f"runner group {got_group} where {group_id} was asked"))
+    read = _label_names(runner.get("labels"))
+    if read is None:
+        found.append(("unreadable", "runner labels that cannot be read"))
+    else:
+        every, custom = read
+        asked = {label.lower() for label in labels}
+        missing = sorted(asked - every)
+        extra = sorted(custom - asked)
+        if missing:
+            found.append(("runner_labels", f"labels {', '.join(missing)} missing"))
+        if extra:
+            shown = ", ".join(_shown(label) for label in extra)
+            found.append(("runner_labels", f"labels {shown} not asked for"))
+    return found
+
+
+def _label_names(labels: object) -> tuple[set[str], set[str]] | None:
+    """(every label name, the names not read-only) in lower case; None when unreadable."""
+    if not isinstance(labels, list):
+        return None
+    every: set[str] = set()
+    custom: set[str] = set()
+    for label in labels:
+        label_name = label.get("name") if isinstance(label, dict) else None
+        if not isinstance(label_name, str):
+            return None
+        every.add(label_name.lower())
+        if label.get("type") != "read-only":
+            custom.add(label_name.lower())
+    return every, custom
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(text: str) -> str:
+    """A name GitHub sent, for a message: quoted if it looks like a name, else a stand-in."""
+    return repr(text) if _NAME.fullmatch(text) else "(an unreadable name)"
