@@ -14,10 +14,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger import cli
+from tests.keys import private_pem
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "policies" / "exchanger.yaml"
@@ -42,15 +41,7 @@ policies:
     claims:
       event_name: [pull_request, pull_request_target]
 """
-APP_PEM = (
-    rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    .private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    .decode()
-)
+APP_PEM = private_pem()
 CLAIMS: dict[str, Any] = {
     "iss": "https://token.actions.githubusercontent.com",
     "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",

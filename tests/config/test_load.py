@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger.config.load import load_config
 from exchanger.config.model import Config, GitHubAppConfig, KmsKey, PemKey, Pkcs11Key
 from exchanger.errors import ConfigError
+from tests.keys import private_pem
 
 ISSUERS = """\
 issuers:
@@ -24,17 +24,8 @@ CANARY = "canary-secret-value-5f0c2a91"
 _d = textwrap.dedent
 
 
-def _pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-PEM = _pem()
-ENV_PEM = _pem()
+PEM = private_pem(pkcs1=True)
+ENV_PEM = private_pem(pkcs1=True)
 PUBLIC_PEM = (
     serialization.load_pem_private_key(PEM.encode(), None)
     .public_key()
@@ -1015,15 +1006,7 @@ def test_issuer_timeout_seconds(tmp_path: Path) -> None:
 
 
 def test_github_app_pem_key_under_2048_bits_is_refused(tmp_path: Path) -> None:
-    small = (
-        rsa.generate_private_key(public_exponent=65537, key_size=1024)
-        .private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        .decode()
-    )
+    small = private_pem(1024)
     text = ISSUERS + "github:\n  app:\n    id: 1\n    private_key: {env: K}\n"
     problem = one_problem(tmp_path, text, {"K": small})
     assert problem.endswith("github.app.private_key: the key has 1024 bits; at least 2048")

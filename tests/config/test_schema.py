@@ -15,23 +15,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger.config.load import load_config
 from exchanger.config.schema import SCHEMA
 from exchanger.errors import ConfigError
+from tests.keys import private_pem
 
 PRIVATE = "https://issuer.internal"
-PEM = (
-    rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    .private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    .decode()
-)
+PEM = private_pem()
 
 
 def base() -> dict[str, Any]:
