@@ -64,6 +64,7 @@ def create_app(config: Config) -> ASGIApp:
         ),
         Route("/token", _token, methods=["POST"]),
         Route(rfc8693.PATH, _token_exchange, methods=["POST"]),
+        Route("/revoke", _revoke, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -241,3 +242,7 @@ async def _token_exchange(request: Request) -> Response:
         pipeline.token_exchange,
         token=pipeline.subject_token,
     )
+
+
+async def _revoke(request: Request) -> Response:
+    return await pipeline.run(request, "revoke", pipeline.read_revocation, pipeline.revoke)

@@ -30,11 +30,13 @@ from exchanger.identity.claims import Identity
 from exchanger.limits.admission import Settlement
 from exchanger.policy.asks import (
     Ask,
+    RevokeRequest,
     RunnerAction,
     RunnerRequest,
     SecretRequest,
     installation_request,
     parse_body,
+    revoke_request,
     runner_request,
 )
 from exchanger.policy.engine import Decision, InstallationTerms, RunnerTerms
@@ -99,8 +101,11 @@ async def run(
         decision = ex.decision
         if not decision.allowed:
             raise InvalidRequest(decision.reason) if decision.decider == "mode" else AccessDenied()
-        assert decision.policy is not None
-        settlement = await gateway.limits.settle(ex.identity, decision.policy)
+        settlement = (
+            Settlement(gateway.limits.store)
+            if decision.policy is None  # a self-revocation: nothing to take
+            else await gateway.limits.settle(ex.identity, decision.policy)
+        )
         response = await _perform(perform, gateway, ex.ask, decision, settlement)
         status = response.status_code
         return response
@@ -194,6 +199,17 @@ async def token_exchange(gateway: Gateway, ask: Ask, decision: Decision) -> Resp
         answer["expires_in"] = rfc8693.expires_in(minted["expires_at"])
         answer["scope"] = rfc8693.granted_scope(minted["permissions"])
     return JSONResponse(answer)
+
+
+def read_revocation(request: Request, body: bytes, identity: Identity) -> Ask:
+    return revoke_request(parse_body(body))
+
+
+async def revoke(gateway: Gateway, ask: Ask, decision: Decision) -> Response:
+    """Revoke the caller's installation token with itself; already gone is done too."""
+    assert isinstance(ask, RevokeRequest)
+    await gateway.require_github().client.delete("/installation/token", ask.token, gone_ok=True)
+    return Response(status_code=204)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

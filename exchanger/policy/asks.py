@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from exchanger.errors import InvalidRequest
@@ -68,7 +68,32 @@ class InstallationRequest:
         }
 
 
-Ask = SecretRequest | RunnerRequest | InstallationRequest
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    """`POST /revoke`: give up an installation token the caller holds."""
+
+    token: str = field(repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"revoke": "installation_token"}  # never the token
+
+
+#: What a policy can grant.
+Grantable = SecretRequest | RunnerRequest | InstallationRequest
+Ask = Grantable | RevokeRequest
+
+#: Longest token `/revoke` takes (GitHub's installation tokens are 40 characters today).
+MAX_REVOKED_TOKEN = 512
+
+
+def revoke_request(body: Any) -> RevokeRequest:
+    """Parse a `POST /revoke` body: `{"token": "<installation token>"}`."""
+    token = expect_object(body, frozenset({"token"})).get("token")
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_REVOKED_TOKEN:
+        raise InvalidRequest("token must be the installation token to revoke")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise InvalidRequest("token must be the installation token to revoke")
+    return RevokeRequest(token=token)
 
 
 def scope_kind(scope: str) -> Literal["repository", "organization", "enterprise"] | None:

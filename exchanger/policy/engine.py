@@ -34,7 +34,9 @@ from exchanger.config.model import Config
 from exchanger.identity.claims import Identity
 from exchanger.policy.asks import (
     Ask,
+    Grantable,
     InstallationRequest,
+    RevokeRequest,
     RunnerRequest,
     SecretRequest,
     scope_kind,
@@ -50,7 +52,7 @@ DEFAULT_LABELS = ("self-hosted",)
 #: What the gateway's GitHub credential is: an App, a token, or none configured.
 Mode = Literal["app", "token"] | None
 #: What decided: a policy (allow or deny), no covering policy, the scope guard, or the mode.
-Decider = Literal["policy", "no_policy", "scope_guard", "mode"]
+Decider = Literal["policy", "no_policy", "scope_guard", "mode", "self_revocation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,8 @@ class Decision:
         """What decided, in words (built on demand: the hot path never needs it)."""
         if self.refusal:
             return self.refusal
+        if self.decider == "self_revocation":
+            return "a caller may always give up a token it holds"
         if self.policy is None:
             return "no allow policy covers it"
         kind = "deny policy" if self.policy.effect == "deny" else "policy"
@@ -152,6 +156,9 @@ class Engine:
         Only the policies the index names as candidates can match, so only they are
         evaluated (in file order); `explain` evaluates every policy for its trace.
         """
+        if isinstance(ask, RevokeRequest):
+            # Holding the token is the authority, and giving it up only takes access away.
+            return Decision(True, "self_revocation")
         if not isinstance(ask, SecretRequest):
             refusal = self._mode_refusal(ask) or self._guard_refusal(ask)
             if refusal is not None:
@@ -165,7 +172,7 @@ class Engine:
             return Decision(False, "no_policy", trace=trace)
         return Decision(True, "policy", allowed[0], allowed[1], trace=trace)
 
-    def _mode_refusal(self, ask: Ask) -> tuple[Decider, str] | None:
+    def _mode_refusal(self, ask: Grantable) -> tuple[Decider, str] | None:
         if isinstance(ask, InstallationRequest) and self._mode == "token":
             return "mode", "installation tokens need a GitHub App; the gateway has a token"
         if (
@@ -176,13 +183,13 @@ class Engine:
             return "mode", "GitHub App tokens cannot manage enterprise runners"
         return None
 
-    def _guard_refusal(self, ask: Ask) -> tuple[Decider, str] | None:
+    def _guard_refusal(self, ask: Grantable) -> tuple[Decider, str] | None:
         if isinstance(ask, RunnerRequest) and not self._guard.permits(ask.scope):
             return "scope_guard", f"runner_scopes does not permit {ask.scope!r}"
         return None
 
     def _policies(
-        self, identity: Identity, ask: Ask, *, explain: bool = True
+        self, identity: Identity, ask: Grantable, *, explain: bool = True
     ) -> tuple[tuple[Policy, Terms] | None, Policy | None, tuple[PolicyTrace, ...]]:
         claims = identity.claims
         allowed: tuple[Policy, Terms] | None = None
@@ -204,7 +211,9 @@ class Engine:
                 allowed = (policy, coverage.terms)
         return allowed, denied, tuple(trace)
 
-    def _coverage(self, policy: Policy, claims: Mapping[str, Any], ask: Ask) -> _Covered | str:
+    def _coverage(
+        self, policy: Policy, claims: Mapping[str, Any], ask: Grantable
+    ) -> _Covered | str:
         """`_Covered` when the policy's grants cover the whole request, else what they lack."""
         grants = policy.grants
         if grants.empty:
@@ -266,7 +275,7 @@ def _fold_labels(labels: tuple[str, ...]) -> set[str]:
     return {label.lower() for label in labels}
 
 
-def _deny_touches(policy: Policy, claims: Mapping[str, Any], ask: Ask) -> _Covered | str:
+def _deny_touches(policy: Policy, claims: Mapping[str, Any], ask: Grantable) -> _Covered | str:
     """Whether `ask` asks for anything the deny policy's grants name."""
     touched = _COVERED
     spared = "asks for nothing it denies"

@@ -73,19 +73,23 @@ class GitHubClient:
         """POST once: whatever it may have minted must not be minted twice."""
         return await self._send("POST", path, credential, body)
 
-    async def delete(self, path: str, credential: str) -> Reply:
-        """DELETE once (GitHub answers 204): revoke a token, remove a runner."""
-        return await self._send("DELETE", path, credential, None)
+    async def delete(self, path: str, credential: str, *, gone_ok: bool = False) -> Reply:
+        """DELETE once (GitHub answers 204): revoke a token, remove a runner.
+
+        With `gone_ok`, GitHub's 401 (a token already revoked or expired) counts as done.
+        """
+        return await self._send("DELETE", path, credential, None, accept=(401,) if gone_ok else ())
 
     async def get(self, path: str, credential: str, *, allow_404: bool = False) -> Reply:
         """GET, retried once with jitter after a transport error or a 5xx."""
+        accept = (404,) if allow_404 else ()
         try:
-            return await self._send("GET", path, credential, None, allow_404=allow_404)
+            return await self._send("GET", path, credential, None, accept=accept)
         except (UpstreamUnavailable, UpstreamError) as exc:
             if isinstance(exc, UpstreamError) and not exc.retryable:
                 raise
             await asyncio.sleep(random.uniform(0.05, 0.25))  # noqa: S311 - jitter, not crypto
-            return await self._send("GET", path, credential, None, allow_404=allow_404)
+            return await self._send("GET", path, credential, None, accept=accept)
 
     async def _send(
         self,
@@ -94,8 +98,9 @@ class GitHubClient:
         credential: str,
         body: Mapping[str, Any] | None,
         *,
-        allow_404: bool = False,
+        accept: tuple[int, ...] = (),
     ) -> Reply:
+        """One request; statuses in `accept` are answers, not failures."""
         url = path if path.startswith(self.api_url + "/") else f"{self.api_url}{path}"
         headers = {
             "Accept": MEDIA_TYPE,
@@ -118,7 +123,7 @@ class GitHubClient:
             raise UpstreamError(f"GitHub's answer was refused: {exc}") from None
         metrics.UPSTREAM.labels(operation, str(response.status_code)).inc()
         reply = Reply(response.status_code, _json(raw), response.headers)
-        if reply.status < 300 or (allow_404 and reply.status == 404):
+        if reply.status < 300 or reply.status in accept:
             return reply
         raise self._failure(operation, reply)
 
