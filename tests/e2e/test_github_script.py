@@ -30,7 +30,7 @@ from tests.gateway import INSTALLATION_ID, REGISTRY_PASSWORD, Gateway
 DRIVER = NODE_DIR / "github-script.mjs"
 MASK = "::add-mask::"
 #: The README's github-script examples, by marker name; each one has a test below.
-README_STEPS = {"registry-password", "installation-token"}
+README_STEPS = {"registry-password", "installation-token", "revoke-token"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ def run_step(
     ca: TestCA,
     tmp_path: Path,
     request_token: str | None = None,
+    step_env: dict[str, str] | None = None,
 ) -> Step:
     """Run a script with `node github-script.mjs SOURCE…` as a job with id-token: write."""
     require_actions_core()
@@ -101,6 +102,7 @@ def run_step(
     )
     if request_token is not None:
         env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = request_token
+    env.update(step_env or {})  # the step's own `env:`
     result = subprocess.run(
         [node, str(DRIVER), *source],
         cwd=tmp_path,
@@ -180,6 +182,37 @@ def test_readme_installation_token_step(
         "permissions": {"contents": "write"},
     }
     assert github.token_is_active(token)
+
+
+def test_readme_revocation_step_revokes_the_installation_token(
+    e2e_gateway: Gateway,
+    actions_runtime: ActionsRuntime,
+    github: FakeGitHub,
+    ca: TestCA,
+    tmp_path: Path,
+) -> None:
+    minted = run_step(
+        readme("installation-token"),
+        gateway=e2e_gateway,
+        runtime=actions_runtime,
+        ca=ca,
+        tmp_path=tmp_path,
+    )
+    token = minted.outputs["token"]
+    assert github.token_is_active(token)
+    step = run_step(
+        readme("revoke-token"),
+        gateway=e2e_gateway,
+        runtime=actions_runtime,
+        ca=ca,
+        tmp_path=tmp_path,
+        step_env={"APP_TOKEN": token},
+    )
+    assert step.returncode == 0, step.stdout + step.stderr
+    assert "::warning::" not in step.stdout
+    assert not github.token_is_active(token)
+    assert github.revocations == [token]
+    step.assert_never_shown(token)
 
 
 def test_jitconfig_step(
