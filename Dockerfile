@@ -4,7 +4,7 @@
 #   build   — builds the project's wheel and installs it into a venv at /opt/exchanger
 #   runtime — the same base plus that venv only: no source tree, no pip, no compilers
 #
-# Build:  docker build -t exchanger:0.1.0 .
+# Build:  docker build -t exchanger:0.1.0 .   (--build-arg EXTRAS=kms for an App key in AWS KMS)
 # Run:    see charts/exchanger/README.md ("Run the container").
 #
 # The base is pinned by tag (Python 3.12 on Debian 12, slim variant). For
@@ -14,6 +14,8 @@
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Optional App-key signers, e.g. --build-arg EXTRAS=kms (AWS KMS) or kms,pkcs11.
+ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
@@ -24,7 +26,8 @@ COPY exchanger ./exchanger
 # runtime stage copies this venv as it is.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/exchanger \
- && /opt/exchanger/bin/pip install --no-cache-dir /wheels/exchanger-*.whl \
+ && wheel="$(echo /wheels/exchanger-*.whl)" \
+ && /opt/exchanger/bin/pip install --no-cache-dir "${wheel}${EXTRAS:+[${EXTRAS}]}" \
  && /opt/exchanger/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}

@@ -191,16 +191,19 @@ def write_github_config(
     extra: str = "",
     installation_id: int | None = None,
     policies: str = "",
+    key: str | None = None,
 ) -> Path:
     """The base config plus a `github:` section in App or PAT mode and GitHub policies.
 
     `installation_id` goes into `github.app`; `policies` (a YAML list) is appended to
-    GITHUB_POLICIES.
+    GITHUB_POLICIES; `key` (YAML such as `kms: {key_id: …}`) replaces the App's
+    `private_key: {file: app.pem}`.
     """
     policy_text = GITHUB_POLICIES + textwrap.dedent(policies)
     (directory / "github-policies.yaml").write_text(policy_text, encoding="utf-8")
     if mode == "app":
-        credential = f"  app:\n    id: {APP_ID}\n    private_key: {{file: app.pem}}\n"
+        app_key = textwrap.dedent(key or "private_key: {file: app.pem}").strip("\n")
+        credential = f"  app:\n    id: {APP_ID}\n" + textwrap.indent(app_key, "    ") + "\n"
         if installation_id is not None:
             credential += f"    installation_id: {installation_id}\n"
     else:

@@ -743,6 +743,7 @@ class FakeGitHub:
             self._faults.clear()
             self._token_skews.clear()
             self._runner_skews.clear()
+            self._revocations.clear()
             self._wake_generation += 1
 
     def now(self) -> float:
