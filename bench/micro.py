@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             endpoint="secrets",
             status=200,
             decision=decision,
+            failure=None,
             request=ask.describe(),
             identity=identity,
             duration_ms=0.123,

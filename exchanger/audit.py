@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from exchanger.errors import ExchangerError
 from exchanger.identity.claims import Identity
 from exchanger.policy.engine import Decision
 
@@ -57,12 +58,19 @@ class _Clock:
 _clock = _Clock()
 
 
+def _error_code(status: int, failure: ExchangerError | None) -> str | None:
+    if failure is not None:
+        return failure.code
+    return "internal_error" if status >= 500 else None
+
+
 def record(
     *,
     request_id: str,
     endpoint: str,
     status: int,
     decision: Decision | None,
+    failure: ExchangerError | None,
     request: Mapping[str, Any] | None,
     identity: Identity | None,
     duration_ms: float,
@@ -79,6 +87,10 @@ def record(
         "decision": "allow" if decision is not None and decision.allowed else "deny",
         "decided_by": decision.decider if decision is not None else None,
         "status": status,
+        # Why a request was refused: the stable code and the message the caller got
+        # (fixed texts and names, never a token or a secret value).
+        "error": _error_code(status, failure),
+        "reason": failure.message if failure is not None else None,
         "policy": decision.policy_name if decision is not None else None,
         "request": request,
         "iss": identity.issuer if identity is not None else None,

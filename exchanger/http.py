@@ -8,6 +8,7 @@ no redirects followed; every body read with a size cap.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from typing import Any
 
@@ -21,6 +22,45 @@ MAX_RESPONSE_BYTES = 1 << 20
 
 class FetchError(Exception):
     """An upstream fetch failed; the message is safe to log (no bodies, no credentials)."""
+
+
+def describe(exc: BaseException) -> str:
+    """Why a request failed, in words an operator can act on: DNS, refused, timeout, TLS.
+
+    httpx wraps the OS's and OpenSSL's errors; the cause chain says which one it was.
+    No URL query, header or body is part of any of these texts.
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        phase = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "waiting for the answer",
+            httpx.WriteTimeout: "sending the request",
+            httpx.PoolTimeout: "waiting for a free connection",
+        }.get(type(exc), "")
+        return f"timed out{' ' + phase if phase else ''}"
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: certificate verify failed ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause.__class__.__name__}"
+        if isinstance(cause, socket.gaierror):
+            return "DNS: the name does not resolve"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the peer"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the peer broke off the HTTP exchange"
+    return exc.__class__.__name__
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
 
 
 def system_ssl_context() -> ssl.SSLContext:
@@ -68,12 +108,12 @@ async def get_json(
     try:
         async with client.stream("GET", url, headers=headers, timeout=per_request) as response:
             if response.status_code != 200:
-                raise FetchError(f"HTTP {response.status_code}")
+                raise FetchError(f"HTTP {response.status_code} ({url})")
             body = await read_capped(response, limit)
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         # InvalidURL and ValueError (e.g. IDNA's UnicodeError) come from a malformed URL,
         # which a discovery document controls; they are fetch failures, not crashes.
-        raise FetchError(exc.__class__.__name__) from None
+        raise FetchError(f"{describe(exc)} ({url})") from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

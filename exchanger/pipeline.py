@@ -90,6 +90,7 @@ async def run(
     gateway = runtime.gateway
     ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
     status = 500
+    failure: ExchangerError | None = None
     try:
         body = await _read_body(request, gateway.config.server.max_body_bytes)
         ex.identity = await gateway.verifier.verify(token(request, body))
@@ -110,7 +111,7 @@ async def run(
         status = response.status_code
         return response
     except ExchangerError as exc:
-        status = exc.status
+        status, failure = exc.status, exc
         raise
     finally:
         elapsed = time.perf_counter() - started
@@ -120,6 +121,7 @@ async def run(
             endpoint=endpoint,
             status=status,
             decision=ex.decision,
+            failure=failure,
             request=ex.ask.describe() if ex.ask else None,
             identity=ex.identity,
             duration_ms=elapsed * 1000,

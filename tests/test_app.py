@@ -163,10 +163,12 @@ def test_audit_line_per_exchange_without_values(
     assert deny["decision"] == "deny"
     assert deny["policy"] is None
     assert (allow["decided_by"], deny["decided_by"]) == ("policy", "no_policy")
+    assert (allow["error"], allow["reason"]) == (None, None)
+    assert (deny["error"], deny["reason"]) == ("access_denied", "no policy allows this request")
     assert deny["request_id"] == denied.headers["x-request-id"]
     expected_keys = {
-        "ts", "event", "request_id", "endpoint", "decision", "decided_by", "status", "policy",
-        "request",
+        "ts", "event", "request_id", "endpoint", "decision", "decided_by", "status", "error",
+        "reason", "policy", "request",
         "iss", "sub", "repository", "repository_id", "ref", "workflow_ref", "run_id", "actor",
         "duration_ms",
     }  # fmt: skip

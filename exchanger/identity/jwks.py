@@ -84,6 +84,10 @@ class IssuerKeys:
     def _backoff(self) -> float:
         return float(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, self._failures - 1)))
 
+    def _next_attempt_in(self) -> float:
+        """Seconds until the background refresher tries again (it keeps old keys meanwhile)."""
+        return REFRESH_INTERVAL if self.keys else self._backoff()
+
     def _may_attempt(self) -> bool:
         if self._last_attempt is None:
             return True
@@ -132,8 +136,13 @@ class IssuerKeys:
         except (FetchError, TimeoutError) as exc:
             self._failures += 1
             metrics.JWKS_REFRESHES.labels(self.issuer.issuer, "error").inc()
-            reason = str(exc) or exc.__class__.__name__
-            log.warning("jwks refresh failed for %s: %s", self.issuer.issuer, reason)
+            reason = str(exc) or f"no answer within {self._deadline:g} s"
+            log.warning(
+                "jwks refresh failed for %s: %s; next attempt in %.0f s",
+                self.issuer.issuer,
+                reason,
+                self._next_attempt_in(),
+            )
             return
         self.keys = keys
         self._failures = 0
@@ -196,7 +205,7 @@ class IssuerKeys:
         """Background refresh: at start, then every REFRESH_INTERVAL, with backoff."""
         while True:
             await self.refresh()
-            await asyncio.sleep(REFRESH_INTERVAL if self.keys else self._backoff())
+            await asyncio.sleep(self._next_attempt_in())
 
 
 # Only public members are imported; a key whose private members are published is refused.

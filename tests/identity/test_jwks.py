@@ -693,3 +693,20 @@ def test_sec_07_trickling_jwks_is_cut_off_by_the_fetch_deadline(issuer: FakeIssu
             assert keys.keys == {}
 
     run(scenario)
+
+
+def test_a_failed_refresh_logs_the_reason_in_words_and_the_next_attempt(
+    issuer: FakeIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    issuer.mode = "down"
+
+    async def scenario() -> None:
+        async with ring(config_for(issuer)) as r:
+            with caplog.at_level("WARNING", logger="exchanger.jwks"):
+                await r.keys.refresh()
+
+    run(scenario)
+    (line,) = [r.getMessage() for r in caplog.records if "jwks refresh failed" in r.getMessage()]
+    assert line.startswith(f"jwks refresh failed for {issuer.url}: HTTP ")
+    assert f"({issuer.url}/.well-known/" in line
+    assert line.endswith("; next attempt in 1 s")

@@ -29,7 +29,7 @@ import re2
 
 from exchanger import metrics
 from exchanger.errors import Conflict, RateLimited, UpstreamError, UpstreamUnavailable
-from exchanger.http import FetchError, read_capped
+from exchanger.http import FetchError, describe, read_capped
 
 log = logging.getLogger("exchanger.github")
 
@@ -115,7 +115,7 @@ class GitHubClient:
                 raw = await read_capped(response)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             metrics.UPSTREAM.labels(operation, exc.__class__.__name__).inc()
-            log.warning("github %s failed: %s", operation, exc.__class__.__name__)
+            log.warning("github %s to %s failed: %s", operation, self.api_url, describe(exc))
             raise UpstreamUnavailable(
                 "GitHub is unreachable or timed out", retry_after=UNAVAILABLE_RETRY_AFTER
             ) from None
@@ -130,7 +130,10 @@ class GitHubClient:
     def _failure(self, operation: str, reply: Reply) -> Exception:
         status, headers = reply.status, reply.headers
         message = scrub(_message(reply.body))
-        log.warning("github %s answered %d: %s", operation, status, message)
+        request_id = escape(headers.get("x-github-request-id", "-")[:64])
+        log.warning(
+            "github %s answered %d (request id %s): %s", operation, status, request_id, message
+        )
         if status in (403, 429) and (
             headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers
         ):
@@ -159,9 +162,20 @@ class GitHubClient:
 
 
 def scrub(text: str) -> str:
-    """GitHub's message, shortened, with anything credential-shaped removed."""
+    """GitHub's message, shortened, credential-shaped text removed, control characters escaped.
+
+    GitHub echoes caller input (a JIT runner's name) in its messages: escaped, a
+    newline in it cannot start a forged line in the log.
+    """
     cleaned: str = _CREDENTIAL.sub("[redacted]", text)
-    return cleaned[:300]
+    return escape(cleaned[:300])
+
+
+def escape(text: str) -> str:
+    """Control and line-breaking characters as `\\uXXXX`: one log line stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _retry_after(headers: httpx.Headers) -> int:
