@@ -7,9 +7,12 @@ no redirects followed; every body read with a size cap.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import socket
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -68,15 +71,62 @@ def system_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def make_client(timeout: float = 10.0) -> httpx.AsyncClient:
+def make_client(
+    timeout: float = 10.0, environ: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
+    """The process's one outbound client; `HTTPS_PROXY`/`NO_PROXY` route it through a proxy.
+
+    Only the proxy variables are read from the environment (httpx's `trust_env`
+    would also send `~/.netrc` credentials along): TLS is still verified end to
+    end through the proxy's CONNECT tunnel.
+    """
+    verify = system_ssl_context()
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     return httpx.AsyncClient(
-        verify=system_ssl_context(),
+        verify=verify,
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,
         headers={"User-Agent": USER_AGENT},
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=limits,
+        mounts=proxy_mounts(os.environ if environ is None else environ, verify, limits),
     )
+
+
+def proxy_mounts(
+    environ: Mapping[str, str], verify: ssl.SSLContext, limits: httpx.Limits
+) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """Transports for `HTTPS_PROXY` (or `https_proxy`, then `ALL_PROXY`), minus `NO_PROXY`.
+
+    `NO_PROXY` takes hosts, `.domain` or `*.domain` suffixes, IP addresses, and `*`
+    for none at all; a listed host is reached directly.
+    """
+    proxy = _variable(environ, "HTTPS_PROXY") or _variable(environ, "ALL_PROXY")
+    if not proxy:
+        return {}
+    exempt = [h.strip() for h in (_variable(environ, "NO_PROXY") or "").split(",") if h.strip()]
+    if "*" in exempt:
+        return {}
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+        "https://": httpx.AsyncHTTPTransport(proxy=proxy, verify=verify, limits=limits)
+    }
+    for entry in exempt:
+        mounts.update(dict.fromkeys(_direct_patterns(entry)))
+    return mounts
+
+
+def _direct_patterns(entry: str) -> list[str]:
+    """httpx mount patterns for one `NO_PROXY` entry: the host, and its subdomains."""
+    host = entry.lower().removeprefix("*").removeprefix(".")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return [f"all://{host}", f"all://*.{host}"]
+    return [f"all://[{address}]" if address.version == 6 else f"all://{address}"]
+
+
+def _variable(environ: Mapping[str, str], name: str) -> str | None:
+    return environ.get(name) or environ.get(name.lower()) or None
 
 
 async def read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:

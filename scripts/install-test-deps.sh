@@ -9,6 +9,7 @@
 #            nodejs, npm      only if node/npm are missing altogether
 #            softhsm2         a software PKCS#11 token (HSM) for the github.app.pkcs11 signer
 #            opensc           pkcs11-tool, to inspect and write objects on that token
+#            tinyproxy        an HTTP CONNECT proxy, for HTTPS_PROXY support
 #   npm      tests/e2e/node   `npm ci`: the pinned @actions/core, from its lockfile
 #
 # Idempotent, and quick when everything is there (no apt-get update, no npm run).
@@ -19,11 +20,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> the Debian package that provides it
-commands=(redis-server docker-registry skopeo htpasswd curl python3 node npm softhsm2-util pkcs11-tool)
+commands=(redis-server docker-registry skopeo htpasswd curl python3 node npm softhsm2-util pkcs11-tool
+  tinyproxy)
 declare -A package=(
   [redis-server]=redis-server [docker-registry]=docker-registry [skopeo]=skopeo [htpasswd]=apache2-utils
   [curl]=curl [python3]=python3 [node]=nodejs [npm]=npm
-  [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc
+  [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc [tinyproxy]=tinyproxy
 )
 
 missing=()
