@@ -154,6 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from exchanger.app import configure_logging
+    from exchanger.serving import uvicorn_options
 
     config = load_config(args.config)
     configure_logging()
@@ -170,6 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return USAGE_ERROR
     host, port = args.host or config.server.host, args.port or config.server.port
+    server_options = uvicorn_options(config.server)
     # One worker serves the config loaded here; several each load it themselves
     # (the supervisor then keeps no copy of the policies).
     app: Any = "exchanger.app:app_factory"
@@ -196,6 +198,7 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=30,
         proxy_headers=False,
+        **server_options,
     )
     return 0
 

@@ -72,6 +72,23 @@ class Conflict(ExchangerError):
     default_message = "conflict"
 
 
+class RequestTimeout(ExchangerError):
+    """The body did not arrive within `server.body_timeout_seconds`."""
+
+    status = 408
+    code = "request_timeout"
+    default_message = "the request body did not arrive in time"
+    oauth_error = "invalid_request"
+
+
+class HeadersTooLarge(ExchangerError):
+    """Request headers over `server.max_header_bytes` (answered by `serving`, not the app)."""
+
+    status = 431
+    code = "headers_too_large"
+    default_message = "request header fields too large"
+
+
 class RequestTooLarge(ExchangerError):
     status = 413
     code = "request_too_large"

@@ -9,6 +9,7 @@ a 4xx after settling gives back what settling took.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from exchanger import audit, metrics, rfc8693
+from exchanger.config.model import ServerConfig
 from exchanger.errors import (
     AccessDenied,
     ExchangerError,
     InvalidRequest,
     MissingToken,
+    RequestTimeout,
     RequestTooLarge,
 )
 from exchanger.exchange import static
@@ -92,7 +95,7 @@ async def run(
     status = 500
     failure: ExchangerError | None = None
     try:
-        body = await _read_body(request, gateway.config.server.max_body_bytes)
+        body = await _read_body(request, gateway.config.server)
         ex.identity = await gateway.verifier.verify(token(request, body))
         await gateway.limits.admit(ex.identity)
         if request.scope["query_string"]:
@@ -214,18 +217,24 @@ async def revoke(gateway: Gateway, ask: Ask, decision: Decision) -> Response:
     return Response(status_code=204)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, server: ServerConfig) -> bytes:
+    """The body, at most `max_body_bytes` of it, within `body_timeout_seconds`."""
     headers = request.headers
     declared = headers.get("content-length", "")
     if not declared and "transfer-encoding" not in headers:
         return b""  # no body at all (a GET): nothing to read
+    limit = server.max_body_bytes
     if declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge()
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(server.body_timeout_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge()
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout() from None
     return b"".join(chunks)

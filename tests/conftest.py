@@ -24,7 +24,7 @@ from tests.gateway import (
 
 _E2E = Path(__file__).parent / "e2e"
 #: Modules that start `exchanger serve` processes or real servers of other programs.
-_E2E_MODULES = frozenset({"test_serve.py", "test_proxy.py"})
+_E2E_MODULES = frozenset({"test_serve.py", "test_proxy.py", "test_serving.py"})
 _SLOW_MODULES = frozenset({"test_fuzz.py", "test_faults.py"})
 
 

@@ -60,6 +60,15 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 # Bounds the loader enforces; `schema` publishes the same numbers from here.
 MAX_BODY_BYTES = (1024, 16 << 20)
+#: `server.*`: (lowest, highest, default); the schema publishes the same numbers.
+SERVER_INTEGERS = {
+    "max_body_bytes": (*MAX_BODY_BYTES, ServerConfig.max_body_bytes),
+    "max_header_bytes": (4096, 1 << 20, ServerConfig.max_header_bytes),
+    "header_timeout_seconds": (1, 300, ServerConfig.header_timeout_seconds),
+    "body_timeout_seconds": (1, 300, ServerConfig.body_timeout_seconds),
+    "keepalive_timeout_seconds": (1, 300, ServerConfig.keepalive_timeout_seconds),
+    "max_concurrency": (1, 100_000, ServerConfig.max_concurrency),
+}
 LEEWAY_SECONDS = (0, 300)
 MAX_LIFETIME_SECONDS = (1, 7 * 86400)
 ISSUER_TIMEOUT_SECONDS = 60  # (0, this]
@@ -127,10 +136,11 @@ def load_yaml_mapping(path: Path) -> YMap:
 
 def _server(root: Section, env: Mapping[str, str]) -> ServerConfig:
     section = root.sub("server")
-    max_body = 65536
+    limits = {name: default for name, (_, _, default) in SERVER_INTEGERS.items()}
     if section is not None:
-        section.only(frozenset({"max_body_bytes"}))
-        max_body = section.integer("max_body_bytes", *MAX_BODY_BYTES, max_body)
+        section.only(frozenset(SERVER_INTEGERS))
+        for name, (low, high, default) in SERVER_INTEGERS.items():
+            limits[name] = section.integer(name, low, high, default)
     host = env.get("BIND") or ServerConfig.host
     port = ServerConfig.port
     if env.get("PORT"):
@@ -141,7 +151,7 @@ def _server(root: Section, env: Mapping[str, str]) -> ServerConfig:
         if not 0 < port < 65536:
             root.problems.error(root.file, 0, "env PORT: must be a port number")
             port = ServerConfig.port
-    return ServerConfig(max_body_bytes=max_body, host=host, port=port)
+    return ServerConfig(host=host, port=port, **limits)
 
 
 _ISSUER_KEYS = frozenset(

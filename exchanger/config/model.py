@@ -31,6 +31,12 @@ class Secret:
 @dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = 65536
+    # What one hostile client may cost (see `exchanger.serving`).
+    max_header_bytes: int = 32768
+    header_timeout_seconds: int = 10  # a request's headers, from its first byte (or connect)
+    body_timeout_seconds: int = 10  # a request's whole body
+    keepalive_timeout_seconds: int = 5  # an idle connection between requests
+    max_concurrency: int = 1000  # connections and requests per worker; beyond: 503
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container listens on all interfaces
     port: int = 8080
 

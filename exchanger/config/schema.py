@@ -16,8 +16,8 @@ from exchanger.config.load import (
     GITHUB_TIMEOUT_SECONDS,
     ISSUER_TIMEOUT_SECONDS,
     LEEWAY_SECONDS,
-    MAX_BODY_BYTES,
     MAX_LIFETIME_SECONDS,
+    SERVER_INTEGERS,
 )
 from exchanger.config.model import SIGNING_ALGORITHMS
 from exchanger.config.policies import BURST_MAX, PER_MINUTE_MAX
@@ -158,11 +158,8 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "max_body_bytes": {
-                    "type": "integer",
-                    "minimum": MAX_BODY_BYTES[0],
-                    "maximum": MAX_BODY_BYTES[1],
-                }
+                name: {"type": "integer", "minimum": low, "maximum": high, "default": default}
+                for name, (low, high, default) in SERVER_INTEGERS.items()
             },
         },
         "issuers": {
