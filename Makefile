@@ -6,16 +6,21 @@ CONFIG ?= policies/exchanger.yaml
 
 .PHONY: serve test lint demo bench soak clean
 
-$(BIN)/.installed: pyproject.toml
+# Serving needs the package alone; the tests and linters need their extras too.
+$(BIN)/.installed-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.installed-serve
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
-serve: $(BIN)/.installed
+serve: $(BIN)/.installed-serve
 	$(BIN)/exchanger serve --config $(CONFIG)
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed-serve
 	$(BIN)/exchanger demo
 
 test: $(BIN)/.installed

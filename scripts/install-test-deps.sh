@@ -33,6 +33,18 @@ for command in "${commands[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${package[$command]}")
 done
 
+if ((${#missing[@]})) && ! command -v apt-get >/dev/null 2>&1; then
+  # Not Debian: say exactly what to install, and stop.
+  {
+    echo "install-test-deps: the tests need programs this script installs on Debian only."
+    echo "Missing: ${missing[*]} (Debian package names). Install them, then run make test again:"
+    echo "  Debian/Ubuntu:   sudo apt-get install redis-server docker-registry skopeo apache2-utils curl nodejs npm softhsm2 opensc tinyproxy"
+    echo "  Fedora:          sudo dnf install redis distribution skopeo httpd-tools curl nodejs npm softhsm opensc tinyproxy"
+    echo "  macOS/Homebrew:  brew install redis distribution skopeo httpd curl node softhsm opensc tinyproxy"
+  } >&2
+  exit 1
+fi
+
 if ((${#missing[@]})); then
   sudo=()
   if [[ $(id -u) -ne 0 ]]; then
