@@ -37,7 +37,7 @@ from exchanger.config.model import (
     Secret,
     ServerConfig,
 )
-from exchanger.config.yamlsource import Problems, Section, YamlError, YList, YMap
+from exchanger.config.yamlsource import Problems, Section, YamlError, YList, YMap, location
 from exchanger.errors import ConfigError
 from exchanger.policy.lint import glob_star
 from exchanger.policy.model import ScopeGuard
@@ -89,7 +89,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     try:
         data = load_yaml_mapping(path)
     except YamlError as exc:
-        raise ConfigError([f"{where}:{exc.line}: {exc}"]) from None
+        raise ConfigError([f"{location(where, exc.line)}: {exc}"]) from None
     root = Section(data, where, problems)
     root.only(_TOP_KEYS)
     server = _server(root, env)
@@ -477,7 +477,10 @@ def _source(
         # secret into `\n`; only one trailing newline is the file's.
         text = file.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
-        spec.error(kind, f"{what}: cannot read file {ref} ({exc.__class__.__name__})")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeDecodeError):
+            reason = "the path holds a NUL character"
+        spec.error(kind, f"{what}: cannot read file {ref}: {reason}")
         return None
     return Secret(_strip_newline(text), f"{what}: file {ref}")
 

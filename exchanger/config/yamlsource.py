@@ -71,18 +71,34 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
+#: What usually causes PyYAML's most common complaints, said to whoever edits the file.
+_YAML_HINTS = {
+    "mapping values are not allowed here": (
+        " (a value holding ': ' needs quotes, or a line is indented too far)"
+    ),
+    "could not find expected ':'": " (a key without ':' or a line indented too little)",
+    "found character '\\t' that cannot start any token": " (indent with spaces, not tabs)",
+    "expected <block end>, but found '-'": " (a list item indented differently from the others)",
+}
+
+
 def load(path: Path) -> Any:
     """Parse one YAML document from `path` with line information."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise YamlError(f"cannot read file: {exc.__class__.__name__}", 0) from None
+    except OSError as exc:
+        raise YamlError(
+            f"cannot read the file: {exc.strerror or exc.__class__.__name__}", 0
+        ) from None
+    except UnicodeDecodeError:
+        raise YamlError("cannot read the file: it is not UTF-8 text", 0) from None
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        raise YamlError(f"invalid YAML: {exc.problem or exc.context}", line) from None
+        hint = _YAML_HINTS.get(str(exc.problem), "")
+        raise YamlError(f"invalid YAML: {exc.problem or exc.context}{hint}", line) from None
     except yaml.YAMLError as exc:
         raise YamlError(f"invalid YAML: {exc.__class__.__name__}", 0) from None
 
@@ -142,10 +158,40 @@ class Problems:
         self.warnings: list[str] = []
 
     def error(self, where: str, line: int, message: str) -> None:
-        self.errors.append(f"{where}:{line}: {message}")
+        self.errors.append(f"{location(where, line)}: {message}")
 
     def warn(self, where: str, line: int, message: str) -> None:
-        self.warnings.append(f"{where}:{line}: warning: {message}")
+        self.warnings.append(f"{location(where, line)}: warning: {message}")
+
+
+def location(where: str, line: int) -> str:
+    """`FILE:LINE`, or just `FILE` for a problem of no line (an unreadable file, an env var)."""
+    return f"{where}:{line}" if line > 0 else where
+
+
+#: What a value of each type is called in an error message.
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    YMap: "a mapping",
+    YList: "a list",
+}
+
+
+def _expected(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if set(kinds) == {int, float}:
+        return "a number"
+    return " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def _found(value: Any) -> str:
+    for kind in (bool, int, float, str, YMap, YList):
+        if isinstance(value, kind):
+            return _TYPE_NAMES[kind]
+    return type(value).__name__
 
 
 @dataclass
@@ -196,11 +242,11 @@ class Section:
             if required:
                 self.error(key, "required")
             return None
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            self.error(key, "has the wrong type")
-            return None
-        if not isinstance(value, kind):
-            self.error(key, "has the wrong type")
+        wrong_bool = isinstance(value, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)
+        )
+        if wrong_bool or not isinstance(value, kind):
+            self.error(key, f"must be {_expected(kind)}, not {_found(value)}")
             return None
         return value
 

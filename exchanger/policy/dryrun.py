@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from exchanger import rfc8693
-from exchanger.config.yamlsource import YamlError, YList, YMap, load
+from exchanger.config.yamlsource import YamlError, YList, YMap, load, location
 from exchanger.errors import InvalidRequest
 from exchanger.identity.claims import Identity
 from exchanger.policy.asks import (
@@ -124,7 +124,9 @@ def load_cases(path: Path) -> list[Case]:
         data = load(path)
     except (OSError, YamlError) as exc:
         line = exc.line if isinstance(exc, YamlError) else 0
-        raise CaseFileError([f"{path}:{line}: cannot read the case file: {exc}"]) from None
+        raise CaseFileError(
+            [f"{location(str(path), line)}: cannot read the case file: {exc}"]
+        ) from None
     problems: list[str] = []
     if not isinstance(data, YMap) or not isinstance(data.get("cases"), YList):
         raise CaseFileError([f"{path}:1: a case file is a mapping with a `cases` list"])

@@ -1067,3 +1067,28 @@ def test_github_app_kms_and_pkcs11_keys_load_without_contacting_anything(tmp_pat
         "1234",
     )
     assert "1234" not in repr(loaded)
+
+
+def test_an_unreadable_config_says_why_in_the_os_words_without_line_0(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as refused:
+        load_config(missing, environ={})
+    assert refused.value.problems == [f"{missing}: cannot read the file: No such file or directory"]
+
+
+def test_a_wrong_type_names_what_was_expected_and_found(tmp_path: Path) -> None:
+    text = ISSUERS + "server: {max_body_bytes: lots}\n"
+    problem = one_problem(tmp_path, text)
+    assert problem.endswith("server.max_body_bytes: must be an integer, not a string")
+
+
+def test_a_common_yaml_mistake_gets_a_hint(tmp_path: Path) -> None:
+    text = ISSUERS + "secrets:\n  registry:\n    password: a: b\n"
+    problem = one_problem(tmp_path, text)
+    assert "invalid YAML: mapping values are not allowed here (a value holding ': '" in problem
+
+
+def test_an_unreadable_secret_file_says_why(tmp_path: Path) -> None:
+    text = ISSUERS + "secrets:\n  registry:\n    password: {file: missing.txt}\n"
+    problem = one_problem(tmp_path, text)
+    assert problem.endswith("cannot read file missing.txt: No such file or directory")
