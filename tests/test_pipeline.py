@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from exchanger.config.load import load_config
@@ -189,6 +189,33 @@ _CLAIMS = st.fixed_dictionaries(
 _ROUTES = {"secret": "GET", "runner": "POST", "jitconfig": "POST", "installation": "POST"}
 
 
+#: The guard decides some runner requests: org runners of octo-org, which a policy grants.
+GUARDED = """\
+runner_scopes:
+  deny: [octo-org]
+"""
+
+
+@pytest.fixture(scope="module")
+def guarded_gateway(
+    mode: str,
+    _issuer_server: FakeIssuer,
+    _github_server: FakeGitHub,
+    app_credentials: AppCredentials,
+    ca: TestCA,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    """A gateway in `mode` whose `runner_scopes` guard refuses what a policy would allow."""
+    directory = tmp_path_factory.mktemp(f"guarded-{mode}")
+    (directory / "app.pem").write_text(app_credentials.pem_pkcs8, encoding="utf-8")
+    assert _github_server.api_url is not None
+    path = write_github_config(
+        directory, _issuer_server.url, _github_server.api_url, mode=mode, extra=GUARDED
+    )
+    with running_gateway(path, ca) as gateway:
+        yield gateway
+
+
 @settings(
     max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "60")),
     deadline=None,
@@ -196,7 +223,7 @@ _ROUTES = {"secret": "GET", "runner": "POST", "jitconfig": "POST", "installation
 )
 @given(claims=_CLAIMS, request=_REQUESTS)
 def test_server_and_explain_decide_alike(
-    github_gateway: Gateway,
+    guarded_gateway: Gateway,
     github: FakeGitHub,
     issuer: FakeIssuer,
     mode: str,
@@ -204,7 +231,7 @@ def test_server_and_explain_decide_alike(
     request: tuple[str, Any],
 ) -> None:
     kind, value = request
-    engine = _engine(github_gateway)
+    engine = _engine(guarded_gateway)
     token = issuer.mint(**claims)
     identity = dryrun.identity_from_claims(issuer.claims(**claims))
     if kind == "jitconfig":
@@ -214,9 +241,10 @@ def test_server_and_explain_decide_alike(
     except InvalidRequest:
         expected = {400}
     else:
+        event(f"decided by {decision.decider}")
         expected = {200} if decision.allowed else {400 if decision.decider == "mode" else 403}
     path, body = _route(kind, value)
-    answer = call(github_gateway, _ROUTES[kind], path, token, body)
+    answer = call(guarded_gateway, _ROUTES[kind], path, token, body)
     assert answer.status_code in expected, (mode, claims, request, answer.text)
 
 
