@@ -254,7 +254,8 @@ def test_readme_step_fails_cleanly_when_the_policy_denies(
         tmp_path=tmp_path,
     )
     assert step.returncode == 1
-    assert "::error::exchanger answered 403: " in step.stdout
+    # The failure names the request id, so the job log leads to the gateway's audit line.
+    assert re.search(r"::error::exchanger answered 403 \(request [0-9a-f]{32}\): ", step.stdout)
     assert '"access_denied"' in step.stdout
     assert step.outputs == {}
     assert REGISTRY_PASSWORD not in step.stdout + step.stderr
