@@ -124,17 +124,17 @@ def _start_github_gateway(
     app_credentials: AppCredentials,
     ca: TestCA,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[[str], AbstractContextManager[Gateway]]:
-    """Starts a gateway on the GitHub test config in a mode ("app" or "pat")."""
+) -> Callable[..., AbstractContextManager[Gateway]]:
+    """Starts a gateway on the GitHub test config in a mode ("app" or "pat"), plus `extra`."""
 
     @contextmanager
-    def start(mode: str) -> Iterator[Gateway]:
+    def start(mode: str, extra: str = "") -> Iterator[Gateway]:
         directory = tmp_path_factory.mktemp(f"{mode}-gateway")
         pem = app_credentials.pem_pkcs1.replace("\n", "\r\n")  # GitHub's format, CRLF ok
         (directory / "app.pem").write_text(pem, encoding="utf-8")
         assert _github_server.api_url is not None
         api_url = _github_server.api_url
-        path = write_github_config(directory, _issuer_server.url, api_url, mode=mode)
+        path = write_github_config(directory, _issuer_server.url, api_url, mode=mode, extra=extra)
         with running_gateway(path, ca) as gateway:
             yield gateway
 
@@ -143,7 +143,7 @@ def _start_github_gateway(
 
 @pytest.fixture(scope="session")
 def _mode_gateway(
-    mode: str, _start_github_gateway: Callable[[str], AbstractContextManager[Gateway]]
+    mode: str, _start_github_gateway: Callable[..., AbstractContextManager[Gateway]]
 ) -> Iterator[Gateway]:
     with _start_github_gateway(mode) as gateway:
         yield gateway
@@ -151,7 +151,7 @@ def _mode_gateway(
 
 @pytest.fixture(scope="session")
 def app_gateway(
-    _start_github_gateway: Callable[[str], AbstractContextManager[Gateway]],
+    _start_github_gateway: Callable[..., AbstractContextManager[Gateway]],
 ) -> Iterator[Gateway]:
     """A gateway in GitHub App mode (it serves every operation, /token included)."""
     with _start_github_gateway("app") as gateway:

@@ -198,21 +198,10 @@ runner_scopes:
 
 @pytest.fixture(scope="module")
 def guarded_gateway(
-    mode: str,
-    _issuer_server: FakeIssuer,
-    _github_server: FakeGitHub,
-    app_credentials: AppCredentials,
-    ca: TestCA,
-    tmp_path_factory: pytest.TempPathFactory,
+    mode: str, _start_github_gateway: Callable[..., AbstractContextManager[Gateway]]
 ) -> Iterator[Gateway]:
     """A gateway in `mode` whose `runner_scopes` guard refuses what a policy would allow."""
-    directory = tmp_path_factory.mktemp(f"guarded-{mode}")
-    (directory / "app.pem").write_text(app_credentials.pem_pkcs8, encoding="utf-8")
-    assert _github_server.api_url is not None
-    path = write_github_config(
-        directory, _issuer_server.url, _github_server.api_url, mode=mode, extra=GUARDED
-    )
-    with running_gateway(path, ca) as gateway:
+    with _start_github_gateway(mode, GUARDED) as gateway:
         yield gateway
 
 
