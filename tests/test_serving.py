@@ -20,7 +20,7 @@ server:
   max_header_bytes: 8192
   header_timeout_seconds: 1
   body_timeout_seconds: 1
-  max_concurrency: 6
+  max_concurrency: 12
 """
 
 
@@ -155,7 +155,7 @@ def test_a_trickled_body_is_408_at_its_deadline(served: GatewayProcess, issuer: 
 
 
 def test_beyond_the_concurrency_cap_is_503(served: GatewayProcess) -> None:
-    held = [connect(served) for _ in range(6)]
+    held = [connect(served) for _ in range(12)]
     try:
         with connect(served) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
