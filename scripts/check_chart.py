@@ -14,10 +14,18 @@ in the READMEs: `helm lint --strict`, then `helm template`, then
   `policies` from the values, valid against `exchanger schema`, and accepted
   by `exchanger check` with stand-in credentials;
 - every {env: NAME} source is set in the container and every {file: …} under
-  /var/run/secrets/exchanger has a credentials volume.
-Then: the defaults alone refuse to render (no audience), a GitHub credential
-as {value: …} is refused, and the checksum/config annotation changes with the
-config and the policies but not with, e.g., the replica count.
+  /var/run/secrets/exchanger has a credentials volume; the ConfigMap holds no
+  {value: …} source and no Redis password;
+- the NetworkPolicy, when rendered, lets out DNS, 443 and the configured
+  Redis port, and neither it, the Service nor the PDB selects the test pod.
+Then: the defaults alone refuse to render (no audience) but, given one,
+render a NetworkPolicy (DNS and 443 out); every {value: …} source under
+config (secrets, github.token, the App key, the PKCS#11 pin, redis_url) and
+a Redis URL carrying a password are refused with a message naming the key
+and pointing at existingSecret/secretEnv (never echoing the credential),
+while the same config with {file: …}/{env: …} renders and passes every check
+above; and the checksum/config annotation changes with the config and the
+policies but not with, e.g., the replica count.
 
 Exit 1 with a list of FAIL lines if anything is wrong.
 """
@@ -31,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -232,6 +241,18 @@ def check_references(
 
 def check_no_secret_values(docs: list[dict[str, Any]], case: str) -> None:
     expect(not by_kind(docs, "Secret"), case, "the chart must never render a Secret")
+    config, _ = rendered_config(docs)
+    expect(
+        not any("value" in source for source in sources(config)),
+        case,
+        "the ConfigMap must never hold a {value: …} credential",
+    )
+    redis_url = config.get("state", {}).get("redis_url")
+    expect(
+        not (isinstance(redis_url, str) and redis_has_credentials(redis_url)),
+        case,
+        "the ConfigMap must never hold a Redis URL with a password",
+    )
     service_accounts = by_kind(docs, "ServiceAccount")
     for account in service_accounts:
         expect(
@@ -263,6 +284,33 @@ def check_surroundings(docs: list[dict[str, Any]], values: dict[str, Any], case:
             case,
             "NetworkPolicy must restrict both directions",
         )
+        port = redis_port(values)
+        expect(
+            port is None or (port, "TCP") in ports,
+            case,
+            f"NetworkPolicy egress must reach the configured Redis port {port}",
+        )
+    # The helm test pod (the only bare Pod) must not pass for a gateway pod:
+    # the Service would route to it, the NetworkPolicy would cut its egress.
+    selectors = [
+        *(("Service", d.get("spec", {}).get("selector", {})) for d in by_kind(docs, "Service")),
+        *(
+            ("NetworkPolicy", d.get("spec", {}).get("podSelector", {}).get("matchLabels", {}))
+            for d in by_kind(docs, "NetworkPolicy")
+        ),
+        *(
+            ("PodDisruptionBudget", d.get("spec", {}).get("selector", {}).get("matchLabels", {}))
+            for d in by_kind(docs, "PodDisruptionBudget")
+        ),
+    ]
+    for pod in by_kind(docs, "Pod"):
+        labels = pod.get("metadata", {}).get("labels", {})
+        for kind, selector in selectors:
+            expect(
+                not selector or not selector.items() <= labels.items(),
+                case,
+                f"the {kind} must not select the helm test pod",
+            )
     for ingress in by_kind(docs, "Ingress"):
         paths = [
             p.get("path")
@@ -310,6 +358,23 @@ def sources(node: Any) -> Iterator[dict[str, Any]]:
             yield from sources(child)
 
 
+def redis_has_credentials(url: str) -> bool:
+    """User info before the host, or a password= query parameter (redis-py reads both)."""
+    parsed = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parsed.query)
+    return "@" in parsed.netloc or any(key.lower() == "password" for key in query)
+
+
+def redis_port(values: dict[str, Any]) -> int | None:
+    """The Redis port the NetworkPolicy must open: of a plain-text URL only."""
+    url = values.get("config", {}).get("state", {}).get("redis_url")
+    if not isinstance(url, str):
+        url = values.get("state", {}).get("redisUrl") or None
+    if not url or not url.startswith(("redis://", "rediss://")):
+        return None
+    return urllib.parse.urlsplit(url).port or 6379
+
+
 def check_config(
     docs: list[dict[str, Any]], values: dict[str, Any], case: str, python: str
 ) -> None:
@@ -355,7 +420,7 @@ def exchanger_check(
         config = copy.deepcopy(config)
         for source in sources(config):
             if "env" in source:
-                env[source["env"]] = "stand-in"
+                env[source["env"]] = stand_in_credential(config, source)
             elif "file" in source and str(source["file"]).startswith(SECRET_DIR):
                 stand_in = base / "secrets" / str(source["file"])[len(SECRET_DIR) :]
                 stand_in.write_text(stand_in_credential(config, source), encoding="utf-8")
@@ -381,6 +446,8 @@ def exchanger_check(
 
 def stand_in_credential(config: dict[str, Any], source: dict[str, Any]) -> str:
     app_key = config.get("github", {}).get("app", {}).get("private_key")
+    if source is config.get("state", {}).get("redis_url"):
+        return "rediss://exchanger:stand-in@redis.invalid:6379/0"
     if source is app_key:
         from joserfc.jwk import RSAKey
 
@@ -445,6 +512,191 @@ def check_refusals(helm: Helm) -> None:
     ]:
         result = helm.template("-f", default, *args)
         expect(result.returncode != 0, case, f"must refuse {why}")
+
+
+def check_default_network_policy(helm: Helm) -> None:
+    """The defaults (plus the audience they lack) render the NetworkPolicy."""
+    case = "default-networkpolicy"
+    default = str(CHART / "ci" / "default-values.yaml")
+    result = helm.template("-f", default)
+    if not expect(result.returncode == 0, case, f"helm template:\n{result.stderr}"):
+        return
+    policy = one(documents(result.stdout), "NetworkPolicy", case)
+    egress = policy.get("spec", {}).get("egress", [])
+    expect(
+        egress[:2]
+        == [
+            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            {"ports": [{"port": 443, "protocol": "TCP"}]},
+        ]
+        and len(egress) == 2,
+        case,
+        f"default egress must be DNS to anywhere and TCP 443 to anywhere, no more: {egress}",
+    )
+    ingress = policy.get("spec", {}).get("ingress", [])
+    expect(
+        ingress == [{"ports": [{"port": "http", "protocol": "TCP"}]}],
+        case,
+        f"default ingress must be the gateway's port from anywhere: {ingress}",
+    )
+    redis = helm.template("-f", default, "--set", "state.redisUrl=rediss://redis.cache.svc/0")
+    if expect(redis.returncode == 0, case, f"helm template with Redis:\n{redis.stderr}"):
+        egress = one(documents(redis.stdout), "NetworkPolicy", case)["spec"]["egress"]
+        expect(
+            {"ports": [{"port": 6379, "protocol": "TCP"}]} in egress,
+            case,
+            f"a Redis URL without a port must open 6379: {egress}",
+        )
+    off = helm.template("-f", default, "--set", "networkPolicy.enabled=false")
+    expect(
+        off.returncode == 0 and not by_kind(documents(off.stdout), "NetworkPolicy"),
+        case,
+        "networkPolicy.enabled=false must render no NetworkPolicy",
+    )
+
+
+# What every refusal must point at, and a credential it must never echo.
+SECRET_HINTS = (
+    "rendered into the ConfigMap in plain text",
+    "existingSecret (or extraExistingSecrets), whose keys are mounted as files, "
+    f"and write {{file: {SECRET_DIR}KEY}}",
+    "secretEnv ({name: NAME, secretName: SECRET, key: KEY}) and write {env: NAME}",
+)
+REDIS_HINTS = (
+    "the Redis URL carries a password",
+    "rendered into the ConfigMap in plain text",
+    f"config.state.redis_url (leaving state.redisUrl empty) to {{file: {SECRET_DIR}KEY}}",
+    "existingSecret",
+    "{env: REDIS_URL} with secretEnv",
+)
+LEAK = "s3cr3t-Leak"
+
+
+def secret_sources_values() -> dict[str, Any]:
+    """A config reading every kind of credential from Secrets: it must render."""
+    return {
+        "existingSecret": "exchanger-credentials",
+        "secretEnv": [
+            {"name": "GITHUB_TOKEN", "key": "github-token"},
+            {"name": "REDIS_URL", "key": "redis-url"},
+        ],
+        "config": {
+            "issuers": [
+                {
+                    "issuer": "https://token.actions.githubusercontent.com",
+                    "audiences": ["https://exchanger.example.com"],
+                }
+            ],
+            "github": {"token": {"env": "GITHUB_TOKEN"}},
+            "secrets": {
+                "registry": {
+                    "username": {"file": f"{SECRET_DIR}registry-username"},
+                    "password": {"file": f"{SECRET_DIR}registry-password"},
+                },
+                "signing": {"key": {"env": "GITHUB_TOKEN"}},
+            },
+            "state": {"redis_url": {"env": "REDIS_URL"}},
+        },
+        "policies": [
+            {
+                "name": "registry-from-main",
+                "claims": {"repository_owner_id": "1234", "ref": "refs/heads/main"},
+                "grants": {"secrets": ["registry"]},
+            }
+        ],
+        "networkPolicy": {
+            "extraEgress": [{"ports": [{"port": 6380, "protocol": "TCP"}]}],
+        },
+    }
+
+
+def with_config(section: str, key: str, node: Any) -> dict[str, Any]:
+    """secret_sources_values() with config[section][key] replaced by node."""
+    values = secret_sources_values()
+    config = values["config"]
+    *parents, last = [*section.split("."), key] if section else [key]
+    for parent in parents:
+        config = config[parent]
+    config[last] = node
+    return values
+
+
+def check_secret_sources(helm: Helm, tmp: Path, versions: list[str], python: str) -> None:
+    """Credentials that would land in the ConfigMap are refused, with a useful
+    message; the same config with {file: …}/{env: …} renders and passes every
+    check of a values file."""
+    good = tmp / "secret-sources-values.yaml"
+    good.write_text(yaml.safe_dump(secret_sources_values()), encoding="utf-8")
+    check_case(helm, good, versions, python)
+
+    inline = {"value": LEAK}
+    pkcs11 = {"module": "/usr/lib/p11.so", "token_label": "t", "key_label": "k", "pin": inline}
+    refused: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
+        (
+            "a secret field as {value: …}",
+            with_config("secrets.registry", "username", inline),
+            "config.secrets.registry.username.value",
+            SECRET_HINTS,
+        ),
+        (
+            "a secret field as {value: …} beside {env: …} ones",
+            with_config("secrets.signing", "key", inline),
+            "config.secrets.signing.key.value",
+            SECRET_HINTS,
+        ),
+        (
+            "a PAT as {value: …}",
+            with_config("github", "token", inline),
+            "config.github.token.value",
+            SECRET_HINTS,
+        ),
+        (
+            "the App key as {value: …}",
+            with_config("", "github", {"app": {"id": 1234, "private_key": inline}}),
+            "config.github.app.private_key.value",
+            SECRET_HINTS,
+        ),
+        (
+            "the PKCS#11 pin as {value: …}",
+            with_config("", "github", {"app": {"id": 1234, "pkcs11": pkcs11}}),
+            "config.github.app.pkcs11.pin.value",
+            SECRET_HINTS,
+        ),
+        (
+            "the Redis URL as {value: …}",
+            with_config("state", "redis_url", {"value": f"redis://:{LEAK}@redis/0"}),
+            "config.state.redis_url.value",
+            SECRET_HINTS,
+        ),
+    ]
+    for url in (
+        f"redis://:{LEAK}@redis.cache:6379/0",
+        f"rediss://gw:{LEAK}@redis.cache:6380/0",
+        f"redis://redis.cache:6379/0?password={LEAK}",
+        f"unix://:{LEAK}@/run/redis/redis.sock",
+    ):
+        scheme = url.split("://")[0]
+        values = with_config("state", "redis_url", url)
+        refused.append(
+            (f"a {scheme} URL with a password", values, "config.state.redis_url", REDIS_HINTS)
+        )
+    values = secret_sources_values()
+    del values["config"]["state"]
+    values["state"] = {"redisUrl": f"redis://gw:{LEAK}@redis.cache:6379/0"}
+    refused.append(("state.redisUrl with a password", values, "state.redisUrl", REDIS_HINTS))
+
+    case = "secret-sources"
+    bad = tmp / "refused-values.yaml"
+    for why, values, named, hints in refused:
+        bad.write_text(yaml.safe_dump(values), encoding="utf-8")
+        result = helm.template("-f", str(bad))
+        if not expect(result.returncode != 0, case, f"must refuse {why} ({named})"):
+            continue
+        message = result.stderr
+        expect(f": {named}: " in message, case, f"{why}: the error must name {named}:\n{message}")
+        expect(LEAK not in message, case, f"{why}: the error must not echo the credential")
+        for hint in hints:
+            expect(hint in message, case, f"{why}: the error must say {hint!r}:\n{message}")
 
 
 def merged(defaults: Any, override: Any) -> Any:
@@ -518,7 +770,9 @@ def main() -> int:
         for values_file in cases:
             check_case(helm, values_file, versions, sys.executable)
         check_checksum(helm, Path(tmp))
+        check_secret_sources(helm, Path(tmp), versions, sys.executable)
     check_refusals(helm)
+    check_default_network_policy(helm)
     print(f"{len(cases)} values files checked")
     if failures:
         print(f"\nchart checks: {len(failures)} failed", file=sys.stderr)
