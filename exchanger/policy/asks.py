@@ -9,6 +9,7 @@ caller chooses how to spell them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,11 +90,13 @@ MAX_REVOKED_TOKEN = 512
 def revoke_request(body: Any) -> RevokeRequest:
     """Parse a `POST /revoke` body: `{"token": "<installation token>"}`."""
     token = expect_object(body, frozenset({"token"})).get("token")
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_REVOKED_TOKEN:
-        raise InvalidRequest("token must be the installation token to revoke")
-    if not token.isascii() or not token.isprintable() or " " in token:
-        raise InvalidRequest("token must be the installation token to revoke")
+    if not isinstance(token, str) or not _INSTALLATION_TOKEN.fullmatch(token):
+        raise InvalidRequest("token must be a GitHub App installation token (ghs_…)")
     return RevokeRequest(token=token)
+
+
+#: GitHub's installation tokens: `ghs_` and base62. Nothing else is relayed to GitHub.
+_INSTALLATION_TOKEN = re.compile(rf"ghs_[A-Za-z0-9_]{{1,{MAX_REVOKED_TOKEN - 4}}}")
 
 
 def scope_kind(scope: str) -> Literal["repository", "organization", "enterprise"] | None:

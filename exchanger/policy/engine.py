@@ -163,7 +163,7 @@ class Engine:
             refusal = self._mode_refusal(ask) or self._guard_refusal(ask)
             if refusal is not None:
                 decider, reason = refusal
-                trace = self._policies(identity, ask)[2] if explain else ()
+                trace = self._policies(identity, ask, explain=True)[2] if explain else ()
                 return Decision(False, decider, refusal=reason, trace=trace)
         allowed, denied, trace = self._policies(identity, ask, explain=explain)
         if denied is not None:
@@ -189,7 +189,7 @@ class Engine:
         return None
 
     def _policies(
-        self, identity: Identity, ask: Grantable, *, explain: bool = True
+        self, identity: Identity, ask: Grantable, *, explain: bool
     ) -> tuple[tuple[Policy, Terms] | None, Policy | None, tuple[PolicyTrace, ...]]:
         claims = identity.claims
         allowed: tuple[Policy, Terms] | None = None

@@ -67,9 +67,11 @@ def test_revoking_again_or_an_unknown_token_is_done_too(
         pytest.param({}, id="no-token"),
         pytest.param({"token": ""}, id="empty"),
         pytest.param({"token": 7}, id="not-a-string"),
-        pytest.param({"token": "a b"}, id="space"),
-        pytest.param({"token": "x" * 513}, id="too-long"),
-        pytest.param({"token": "t", "repositories": ["x"]}, id="unknown-field"),
+        pytest.param({"token": "ghs_a b"}, id="space"),
+        pytest.param({"token": "ghs_" + "x" * 509}, id="too-long"),
+        pytest.param({"token": "ghp_personalAccessToken"}, id="not-an-installation-token"),
+        pytest.param({"token": "gho_oauthToken"}, id="oauth-token"),
+        pytest.param({"token": "ghs_t", "repositories": ["x"]}, id="unknown-field"),
     ],
 )
 def test_a_bad_revocation_body_is_400_and_reaches_no_github(
