@@ -85,16 +85,20 @@ RELOADS = Counter(
 )
 
 
-def count_exchange(endpoint: str, status: int, seconds: float) -> None:
-    """One exchange's counter and latency; label children are cached (the hot path)."""
-    counter, histogram = _children(endpoint, status)
+def count_exchange(endpoint: str, allowed: bool, status: int, seconds: float) -> None:
+    """One exchange's counter and latency; label children are cached (the hot path).
+
+    `decision` is the engine's verdict, as in the audit line: an allowed exchange
+    that GitHub then refused counts as an allow with its 4xx/5xx status.
+    """
+    counter, histogram = _children(endpoint, allowed, status)
     counter.inc()
     histogram.observe(seconds)
 
 
 @functools.cache
-def _children(endpoint: str, status: int) -> tuple[Counter, Histogram]:
-    decision = "allow" if status < 400 else "deny"
+def _children(endpoint: str, allowed: bool, status: int) -> tuple[Counter, Histogram]:
+    decision = "allow" if allowed else "deny"
     return EXCHANGES.labels(endpoint, decision, status), EXCHANGE_SECONDS.labels(endpoint)
 
 

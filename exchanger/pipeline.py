@@ -118,7 +118,8 @@ async def run(
         raise
     finally:
         elapsed = time.perf_counter() - started
-        metrics.count_exchange(endpoint, status, elapsed)
+        allowed = ex.decision is not None and ex.decision.allowed
+        metrics.count_exchange(endpoint, allowed, status, elapsed)
         audit.record(
             request_id=ex.request_id,
             endpoint=endpoint,

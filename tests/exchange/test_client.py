@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakes.github import FakeGitHub
 from tests.fakes.issuer import FakeIssuer
-from tests.gateway import Gateway
+from tests.gateway import Gateway, sample
 
 FORGED = 'runner x\n2026-01-01 00:00:00,000 INFO exchanger.audit: {"decision":"allow"}\u2028'
 
@@ -37,3 +37,8 @@ def test_regression_github_text_with_newlines_is_escaped_in_logs_and_answers(
     assert logged, lines
     assert all("\n" not in line and "\u2028" not in line for line in logged)
     assert "(request id " in logged[0]
+    # The engine allowed it; GitHub refused it: an allow with a 502, in /metrics as in the audit.
+    with github_gateway.client() as client:
+        text = client.get("/metrics").text
+    labels = {"endpoint": "jitconfig", "decision": "allow", "status": "502"}
+    assert sample(text, "exchanger_exchanges_total", **labels) >= 1
