@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchanger import audit, metrics, pipeline, rfc8693
+from exchanger import audit, metrics, pipeline, rfc8693, tracing
 from exchanger.config.load import load_config
 from exchanger.config.model import Config
 from exchanger.errors import ExchangerError, MissingToken
@@ -41,6 +41,7 @@ def create_app(config: Config) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tracing.configure()  # once per worker process; off unless OTEL_* asks for it
         async with make_client() as client:
             runtime = Runtime(client, Gateway.build(config, client))
             app.state.runtime = runtime

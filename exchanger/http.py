@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from exchanger import __version__
+from exchanger import __version__, tracing
 
 USER_AGENT = f"exchanger/{__version__}"
 MAX_RESPONSE_BYTES = 1 << 20
@@ -155,15 +155,17 @@ async def get_json(
         raise FetchError("refusing a non-https URL")
     headers = {"Accept": "application/json"}
     per_request = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
-    try:
-        async with client.stream("GET", url, headers=headers, timeout=per_request) as response:
-            if response.status_code != 200:
-                raise FetchError(f"HTTP {response.status_code} ({url})")
-            body = await read_capped(response, limit)
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        # InvalidURL and ValueError (e.g. IDNA's UnicodeError) come from a malformed URL,
-        # which a discovery document controls; they are fetch failures, not crashes.
-        raise FetchError(f"{describe(exc)} ({url})") from None
+    with tracing.span("fetch", url=tracing.bare_url(url)) as trace:
+        try:
+            async with client.stream("GET", url, headers=headers, timeout=per_request) as response:
+                trace.set_attribute("status", response.status_code)
+                if response.status_code != 200:
+                    raise FetchError(f"HTTP {response.status_code} ({url})")
+                body = await read_capped(response, limit)
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            # InvalidURL and ValueError (e.g. IDNA's UnicodeError) come from a malformed URL,
+            # which a discovery document controls; they are fetch failures, not crashes.
+            raise FetchError(f"{describe(exc)} ({url})") from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from exchanger import audit, metrics, rfc8693
+from exchanger import audit, metrics, rfc8693, tracing
 from exchanger.config.model import ServerConfig
 from exchanger.errors import (
     AccessDenied,
@@ -94,14 +94,17 @@ async def run(
     ex = Exchange(endpoint=endpoint, request_id=request.scope["state"]["request_id"])
     status = 500
     failure: ExchangerError | None = None
+    trace = tracing.exchange(endpoint, ex.request_id)
     try:
         body = await _read_body(request, gateway.config.server)
-        ex.identity = await gateway.verifier.verify(token(request, body))
+        with tracing.span("verify"):
+            ex.identity = await gateway.verifier.verify(token(request, body))
         await gateway.limits.admit(ex.identity)
         if request.scope["query_string"]:
             raise InvalidRequest("query parameters are not accepted; tokens go in headers")
         ex.ask = read(request, body, ex.identity)
-        ex.decision = gateway.engine.decide(ex.identity, ex.ask)
+        with tracing.span("decide"):
+            ex.decision = gateway.engine.decide(ex.identity, ex.ask)
         decision = ex.decision
         if not decision.allowed:
             raise InvalidRequest(decision.reason) if decision.decider == "mode" else AccessDenied()
@@ -117,6 +120,7 @@ async def run(
         status, failure = exc.status, exc
         raise
     finally:
+        trace.end(status=status, decided_by=ex.decision.decider if ex.decision else "none")
         elapsed = time.perf_counter() - started
         allowed = ex.decision is not None and ex.decision.allowed
         metrics.count_exchange(endpoint, allowed, status, elapsed)

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import re2
 
-from exchanger import metrics
+from exchanger import metrics, tracing
 from exchanger.errors import Conflict, RateLimited, UpstreamError, UpstreamUnavailable
 from exchanger.http import FetchError, describe, read_capped
 
@@ -108,19 +108,21 @@ class GitHubClient:
             "Authorization": f"Bearer {credential}",
         }
         operation = f"{method} {_template(path)}"
-        try:
-            async with self._client.stream(
-                method, url, headers=headers, json=body, timeout=self._timeout
-            ) as response:
-                raw = await read_capped(response)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            metrics.UPSTREAM.labels(operation, exc.__class__.__name__).inc()
-            log.warning("github %s to %s failed: %s", operation, self.api_url, describe(exc))
-            raise UpstreamUnavailable(
-                "GitHub is unreachable or timed out", retry_after=UNAVAILABLE_RETRY_AFTER
-            ) from None
-        except FetchError as exc:
-            raise UpstreamError(f"GitHub's answer was refused: {exc}") from None
+        with tracing.span("github", operation=operation) as trace:
+            try:
+                async with self._client.stream(
+                    method, url, headers=headers, json=body, timeout=self._timeout
+                ) as response:
+                    trace.set_attribute("status", response.status_code)
+                    raw = await read_capped(response)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                metrics.UPSTREAM.labels(operation, exc.__class__.__name__).inc()
+                log.warning("github %s to %s failed: %s", operation, self.api_url, describe(exc))
+                raise UpstreamUnavailable(
+                    "GitHub is unreachable or timed out", retry_after=UNAVAILABLE_RETRY_AFTER
+                ) from None
+            except FetchError as exc:
+                raise UpstreamError(f"GitHub's answer was refused: {exc}") from None
         metrics.UPSTREAM.labels(operation, str(response.status_code)).inc()
         reply = Reply(response.status_code, _json(raw), response.headers)
         if reply.status < 300 or reply.status in accept:
