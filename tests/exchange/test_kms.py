@@ -18,7 +18,6 @@ import logging
 import socket
 import subprocess
 import sys
-import types
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import httpx
 import pytest
 from botocore.config import Config
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchanger import cli, metrics
 from exchanger.config.load import load_config
@@ -54,6 +53,7 @@ from tests.gateway import (
     wait_for,
     write_github_config,
 )
+from tests.keys import private_material, reachable
 from tests.servers import loopback_socket
 
 if TYPE_CHECKING:
@@ -301,49 +301,6 @@ def test_a_kms_key_github_does_not_know_is_refused_by_github(
 
 
 # --- key custody -------------------------------------------------------------------------
-
-#: Not instance state: following these reaches module globals, i.e. the whole process
-#: (the test fakes' own private keys included).
-_NOT_STATE = (
-    types.ModuleType,
-    type,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.CodeType,
-    types.FrameType,
-    types.CoroutineType,
-    types.GeneratorType,
-    types.AsyncGeneratorType,
-)
-_PRIVATE_KEYS = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
-
-
-def reachable(root: object) -> list[object]:
-    """Every object reachable from `root` through instance state: attributes, containers,
-    closures' cells, bound methods' instances; not through modules, classes or code."""
-    module_dicts = {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
-    seen = {id(root)}
-    found = [root]
-    stack = [root]
-    while stack:
-        for ref in gc.get_referents(stack.pop()):
-            if id(ref) in seen or isinstance(ref, _NOT_STATE) or id(ref) in module_dicts:
-                continue
-            seen.add(id(ref))
-            found.append(ref)
-            stack.append(ref)
-    return found
-
-
-def private_material(objects: list[object]) -> list[str]:
-    """Private keys and PEM private-key text among `objects`, by type."""
-    found = [type(o).__name__ for o in objects if isinstance(o, _PRIVATE_KEYS)]
-    for o in objects:
-        if isinstance(o, str | bytes) and (
-            "PRIVATE KEY-----" in o if isinstance(o, str) else b"PRIVATE KEY-----" in o
-        ):
-            found.append(f"{type(o).__name__} holding a PEM private key")
-    return found
 
 
 def runtime_for(gateway: Gateway) -> Runtime:

@@ -13,14 +13,12 @@ signer), never by looking inside the token.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-import types
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -30,7 +28,7 @@ import httpx
 import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pkcs11 import Attribute
 
 from exchanger import metrics
@@ -58,6 +56,7 @@ from tests.gateway import (
     wait_for,
     write_github_config,
 )
+from tests.keys import private_material, reachable
 
 pytestmark = pytest.mark.e2e  # a real PKCS#11 module and softhsm2-util
 
@@ -371,49 +370,6 @@ def test_a_token_that_does_not_answer_fails_after_the_deadline(
 
 
 # --- key custody -------------------------------------------------------------------------
-
-#: Not instance state: following these reaches module globals, i.e. the whole process
-#: (the test fakes' own private keys included).
-_NOT_STATE = (
-    types.ModuleType,
-    type,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.CodeType,
-    types.FrameType,
-    types.CoroutineType,
-    types.GeneratorType,
-    types.AsyncGeneratorType,
-)
-_PRIVATE_KEYS = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
-
-
-def reachable(root: object) -> list[object]:
-    """Every object reachable from `root` through instance state: attributes, containers,
-    closures' cells, bound methods' instances; not through modules, classes or code."""
-    module_dicts = {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
-    seen = {id(root)}
-    found = [root]
-    stack = [root]
-    while stack:
-        for ref in gc.get_referents(stack.pop()):
-            if id(ref) in seen or isinstance(ref, _NOT_STATE) or id(ref) in module_dicts:
-                continue
-            seen.add(id(ref))
-            found.append(ref)
-            stack.append(ref)
-    return found
-
-
-def private_material(objects: list[object]) -> list[str]:
-    """Private keys and PEM private-key text among `objects`, by type."""
-    found = [type(o).__name__ for o in objects if isinstance(o, _PRIVATE_KEYS)]
-    for o in objects:
-        if (isinstance(o, str) and "PRIVATE KEY-----" in o) or (
-            isinstance(o, bytes) and b"PRIVATE KEY-----" in o
-        ):
-            found.append(f"{type(o).__name__} holding a PEM private key")
-    return found
 
 
 def test_with_a_token_no_private_key_ever_enters_the_gateway(
