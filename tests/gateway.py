@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -74,6 +75,18 @@ class Gateway:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=ssl_context(self.ca), timeout=10)
+
+
+def post(gateway: Gateway, path: str, token: str | None, body: Any = None) -> httpx.Response:
+    """POST `body` as JSON with `token` as the bearer (none when `token` is None)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    with gateway.client() as client:
+        return client.post(path, json=body, headers=headers)
+
+
+def metrics_text(gateway: Gateway) -> str:
+    with gateway.client() as client:
+        return client.get("/metrics").text
 
 
 def ssl_context(ca: TestCA) -> ssl.SSLContext:

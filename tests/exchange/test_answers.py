@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.github import API_VERSION, AppCredentials, FakeGitHub
 from tests.fakes.issuer import FakeIssuer
 from tests.fakes.tls import TestCA
-from tests.gateway import INSTALLATION_ID, Gateway, sample, ssl_context
+from tests.gateway import INSTALLATION_ID, Gateway, post, sample, ssl_context
 
 REVOKE = "apps/revoke-installation-access-token"
 ACCESS_TOKENS = "apps/create-installation-access-token"
@@ -26,11 +26,6 @@ JIT_REPO = "actions/generate-runner-jitconfig-for-repo"
 REGISTRATION = "actions/create-registration-token-for-repo"
 #: What the default /token request asks (the grant of `runners-for-repo`).
 ASKED_PERMISSIONS = {"contents": "read", "pull_requests": "write", "issues": "read"}
-
-
-def post(gateway: Gateway, path: str, token: str, body: Any = None) -> httpx.Response:
-    with gateway.client() as client:
-        return client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
 
 
 def metrics(gateway: Gateway) -> str:

@@ -20,6 +20,7 @@ from tests.gateway import (
     INSTALLATION_ID,
     PAT,
     Gateway,
+    post,
     running_gateway,
     ssl_context,
     wait_for,
@@ -27,11 +28,6 @@ from tests.gateway import (
 )
 
 MINTING = re.compile(r"registration-token|remove-token|generate-jitconfig")
-
-
-def post(gateway: Gateway, path: str, token: str, body: Any = None) -> httpx.Response:
-    with gateway.client() as client:
-        return client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
 
 
 def minting_calls(github: FakeGitHub) -> list[str]:

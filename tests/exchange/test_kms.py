@@ -47,6 +47,8 @@ from tests.gateway import (
     APP_ID,
     INSTALLATION_ID,
     Gateway,
+    metrics_text,
+    post,
     running_gateway,
     sample,
     ssl_context,
@@ -234,16 +236,6 @@ def kms_gateway(
             yield gateway
 
     return start
-
-
-def post(gateway: Gateway, path: str, token: str, body: Any = None) -> httpx.Response:
-    with gateway.client() as client:
-        return client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
-
-
-def metrics_text(gateway: Gateway) -> str:
-    with gateway.client() as client:
-        return client.get("/metrics").text
 
 
 def signer_count(operation: str, outcome: str) -> float:

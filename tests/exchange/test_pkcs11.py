@@ -50,6 +50,8 @@ from tests.gateway import (
     INSTALLATION_ID,
     Gateway,
     gateway_process,
+    metrics_text,
+    post,
     running_gateway,
     sample,
     ssl_context,
@@ -171,16 +173,6 @@ def hsm_gateway(
             yield gateway
 
     return start
-
-
-def post(gateway: Gateway, path: str, token: str, body: Any = None) -> httpx.Response:
-    with gateway.client() as client:
-        return client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
-
-
-def metrics_text(gateway: Gateway) -> str:
-    with gateway.client() as client:
-        return client.get("/metrics").text
 
 
 def signer_count(operation: str, outcome: str) -> float:

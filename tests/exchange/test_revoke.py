@@ -6,18 +6,11 @@ import json
 import logging
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.fakes.github import FakeGitHub
 from tests.fakes.issuer import FakeIssuer
-from tests.gateway import Gateway
-
-
-def post(gateway: Gateway, path: str, token: str | None, body: Any) -> httpx.Response:
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    with gateway.client() as client:
-        return client.post(path, json=body, headers=headers)
+from tests.gateway import Gateway, post
 
 
 def installation_token(gateway: Gateway, issuer: FakeIssuer) -> str:
